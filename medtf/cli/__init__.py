@@ -1,0 +1,1 @@
+"""Command-line entry points. Each command module registers itself; nothing here imports TensorFlow."""

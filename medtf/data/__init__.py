@@ -1,0 +1,1 @@
+"""③ tf.data pipelines. ``medtf.data.spec`` is importable without TensorFlow (edge runtime)."""

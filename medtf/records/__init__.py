@@ -1,0 +1,1 @@
+"""② TFRecord shards + manifest: the one versioned schema, encoder, writer, splits and the converter."""

@@ -1,0 +1,1 @@
+"""medtf.serving"""
