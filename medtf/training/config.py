@@ -1,0 +1,367 @@
+"""Training configuration: YAML ⇄ frozen dataclasses, with ``--set a.b=value`` overrides.
+
+Example ``train.yaml``::
+
+    records: data/records          # relative paths resolve against the YAML file's folder
+    task: binary                    # binary | multiclass | multilabel | ordinal | segmentation | restoration
+    model: {name: simple_cnn, kwargs: {spatial_dims: 2}}
+    data: {batch_size: 32, preprocessing: {intensity: scale, scale: 255}}   # medtf.data.DataConfig
+    loss: {name: auto}              # or focal, dice_ce, tversky, ... (see medtf.training.losses)
+    optimizer: {learning_rate: 1.0e-3, weight_decay: 1.0e-4, clipnorm: 1.0}
+    schedule: {name: cosine, warmup_epochs: 1}
+    epochs: 20
+    monitor: val_auc
+    early_stopping_patience: 5
+
+Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Mapping
+
+import yaml
+
+TASKS = ("binary", "multiclass", "multilabel", "ordinal", "segmentation", "restoration")
+
+
+def _check_keys(cls, d: Mapping, where: str) -> None:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"config section {where or 'top level'!r} must be a mapping. Received: {d!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in d:
+        if k not in names:
+            path = f"{where}.{k}" if where else str(k)
+            raise ValueError(f"unknown config key {path!r}; expected one of {sorted(names)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which ``medtf.models`` builder and its extra keyword arguments.
+
+    ``input_shape``/``num_classes``/``task`` are filled in by the trainer from the data unless given here.
+    """
+
+    name: str = "simple_cnn"
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str = "model") -> "ModelConfig":
+        _check_keys(cls, d, where)
+        return cls(name=str(d.get("name", cls.name)), kwargs=dict(d.get("kwargs") or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss name (``medtf.training.losses.LOSSES`` or "auto" = chosen from the task) and parameters.
+
+    Attributes:
+        name: "auto" | "crossentropy" | "focal" | "dice" | "dice_ce" | "tversky" | "focal_tversky"
+            | "l1_ssim" | "ordinal" | "mae" | "mse".
+        class_weights: per-class weights (cross-entropy / focal / Dice / ordinal), or None.
+        kwargs: extra parameters (e.g. gamma, alpha, beta, smooth, ssim_weight).
+    """
+
+    name: str = "auto"
+    class_weights: tuple[float, ...] | None = None
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str = "loss") -> "LossConfig":
+        _check_keys(cls, d, where)
+        cw = d.get("class_weights")
+        return cls(
+            name=str(d.get("name", cls.name)),
+            class_weights=None if cw is None else tuple(float(v) for v in cw),
+            kwargs=dict(d.get("kwargs") or {}),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with gradient clipping (``clipnorm`` per variable, or ``global_clipnorm``)."""
+
+    name: str = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    clipnorm: float | None = 1.0
+    global_clipnorm: float | None = None
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    def __post_init__(self):
+        if self.name not in ("adamw", "adam", "sgd"):
+            raise ValueError(f"optimizer.name must be 'adamw', 'adam' or 'sgd'. Received: {self.name!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"optimizer.learning_rate must be > 0. Received: {self.learning_rate}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str = "optimizer") -> "OptimizerConfig":
+        _check_keys(cls, d, where)
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule: linear warmup then cosine decay (``keras.optimizers.schedules.CosineDecay``).
+
+    Attributes:
+        name: "cosine" or "constant".
+        warmup_epochs: warmup length in epochs (converted to steps), used when ``warmup_steps`` is None.
+        warmup_steps: warmup length in optimizer steps (overrides ``warmup_epochs``).
+        alpha: final learning rate as a fraction of the peak.
+        initial_fraction: learning rate at step 0 as a fraction of the peak when warming up.
+    """
+
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    warmup_steps: int | None = None
+    alpha: float = 0.0
+    initial_fraction: float = 0.0
+
+    def __post_init__(self):
+        if self.name not in ("cosine", "constant"):
+            raise ValueError(f"schedule.name must be 'cosine' or 'constant'. Received: {self.name!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str = "schedule") -> "ScheduleConfig":
+        _check_keys(cls, d, where)
+        return cls(**d)
+
+
+def _data_config_cls():
+    from medtf.data import DataConfig  # the data engineer's frozen dataclass
+
+    return DataConfig
+
+
+def data_config_from_dict(d: Mapping | None):
+    """Build a ``medtf.data.DataConfig`` from a dict (via its ``from_dict`` when it has one)."""
+    cls = _data_config_cls()
+    d = dict(d or {})
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(d)
+    _check_keys(cls, d, "data")
+    return cls(**d)
+
+
+def data_config_to_dict(dc) -> dict[str, Any]:
+    """Inverse of :func:`data_config_from_dict` (plain JSON/YAML types)."""
+    if hasattr(dc, "to_dict"):
+        return dict(dc.to_dict())
+    return _plain(dataclasses.asdict(dc))
+
+
+def _plain(v):
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _plain(v.to_dict() if hasattr(v, "to_dict") else dataclasses.asdict(v))
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A complete, resolved training run description.
+
+    Attributes:
+        records: records directory (manifest.json + shards).
+        task: binary | multiclass | multilabel | ordinal | segmentation | restoration; None = inferred
+            from the records manifest (binary for 2 labels, multiclass for more, segmentation with masks).
+        model: builder name + kwargs.
+        data: ``medtf.data.DataConfig`` (batch size, preprocessing, augmentation...).
+        loss, optimizer, schedule: see their classes.
+        epochs: number of epochs.
+        seed: global seed (Keras/NumPy/TF) and data-order seed.
+        precision: None/"auto" (hardware decides) or a Keras policy (see ``medtf.training.precision``).
+        monitor: metric that selects the best checkpoint and drives early stopping (e.g. "val_auc").
+        monitor_mode: "auto" | "min" | "max".
+        early_stopping_patience: epochs without improvement before stopping; None disables it.
+        output_dir: parent folder of run folders.
+        run_name: run folder name; None → "<model>-<task>-<timestamp>".
+        folds: K for patient-grouped K-fold (``medtf train --folds K``); None/0/1 = single run.
+        train_split, val_split, test_split: split names in the records manifest.
+        threshold: binary operating point rule on the validation split: "youden" or
+            "sensitivity:<target>" (e.g. "sensitivity:0.9").
+        backup_every_steps: BackupAndRestore frequency in steps (mid-epoch ``--resume``); None → each epoch.
+        steps_per_epoch: cap on training steps per epoch (None = one full pass).
+        steps_per_execution: Keras ``steps_per_execution``.
+        tensorboard: write TensorBoard logs to RUN/logs.
+        jit_compile: Keras ``jit_compile`` ("auto", true or false).
+        verbose: Keras fit verbosity (1 = progress bar).
+    """
+
+    records: str = ""
+    task: str | None = None
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: Any = None
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    epochs: int = 10
+    seed: int = 0
+    precision: str | None = None
+    monitor: str = "val_loss"
+    monitor_mode: str = "auto"
+    early_stopping_patience: int | None = None
+    output_dir: str = "runs"
+    run_name: str | None = None
+    folds: int | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    threshold: str = "youden"
+    backup_every_steps: int | None = None
+    steps_per_epoch: int | None = None
+    steps_per_execution: int = 1
+    tensorboard: bool = True
+    jit_compile: Any = "auto"
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}. Received: {self.task!r}")
+        if self.monitor_mode not in ("auto", "min", "max"):
+            raise ValueError(f"monitor_mode must be 'auto', 'min' or 'max'. Received: {self.monitor_mode!r}")
+        if int(self.epochs) < 1:
+            raise ValueError(f"epochs must be >= 1. Received: {self.epochs}")
+        if self.folds is not None and int(self.folds) not in (0, 1) and int(self.folds) < 2:
+            raise ValueError(f"folds must be >= 2 (or 0/1/null for a single run). Received: {self.folds}")
+        t = self.threshold
+        if not (t == "youden" or (isinstance(t, str) and t.startswith("sensitivity:"))):
+            raise ValueError(f"threshold must be 'youden' or 'sensitivity:<0..1>'. Received: {t!r}")
+        if t.startswith("sensitivity:"):
+            v = float(t.split(":", 1)[1])
+            if not 0 < v <= 1:
+                raise ValueError(f"threshold target sensitivity must be in (0, 1]. Received: {v}")
+        if self.data is None:
+            object.__setattr__(self, "data", data_config_from_dict({}))
+        elif isinstance(self.data, Mapping):
+            object.__setattr__(self, "data", data_config_from_dict(self.data))
+
+    # ---------------------------------------------------------------- dict / YAML
+    @classmethod
+    def from_dict(cls, d: Mapping, *, base_dir=None) -> "TrainConfig":
+        """Build from a (YAML-loaded) dict.
+
+        Args:
+            d: the mapping.
+            base_dir: folder that relative ``records``/``output_dir`` paths are resolved against; None
+                leaves them as given.
+
+        Raises:
+            ValueError: unknown key (named with its dotted path) or invalid value.
+        """
+        d = dict(d or {})
+        _check_keys(cls, d, "")
+        kw: dict[str, Any] = {}
+        sections = {"model": ModelConfig, "loss": LossConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig}
+        for k, v in d.items():
+            if k in sections:
+                kw[k] = sections[k].from_dict(v or {}, k)
+            elif k == "data":
+                if v is not None and not isinstance(v, Mapping):
+                    raise ValueError(f"config section 'data' must be a mapping. Received: {v!r}")
+                kw[k] = data_config_from_dict(v)
+            else:
+                kw[k] = v
+        for k in ("epochs", "seed", "steps_per_execution", "verbose"):
+            if k in kw:
+                kw[k] = int(kw[k])
+        if base_dir is not None:
+            for k in ("records", "output_dir"):
+                if kw.get(k):
+                    p = pathlib.Path(str(kw[k])).expanduser()
+                    kw[k] = str(p if p.is_absolute() else (pathlib.Path(base_dir) / p).resolve())
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-types dict; ``TrainConfig.from_dict(c.to_dict()) == c``."""
+        d = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "data":
+                d[f.name] = data_config_to_dict(v)
+            else:
+                d[f.name] = _plain(v)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, base_dir=None) -> "TrainConfig":
+        d = yaml.safe_load(text) or {}
+        if not isinstance(d, Mapping):
+            raise ValueError(f"training config must be a YAML mapping. Received: {type(d).__name__}")
+        return cls.from_dict(d, base_dir=base_dir)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def parse_overrides(items) -> list[tuple[list[str], Any]]:
+    """``["a.b=1", "c=[1, 2]"]`` → [(["a", "b"], 1), (["c"], [1, 2])]; values are parsed as YAML.
+
+    Raises:
+        ValueError: an item is not ``key=value``.
+    """
+    out = []
+    for item in items or ():
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value (e.g. optimizer.learning_rate=3e-4). Received: {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not p for p in key.split(".")):
+            raise ValueError(f"--set key must be dotted names like 'a.b'. Received: {key!r}")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        if isinstance(value, str) and raw.strip().lower() in ("none", "null", "~"):
+            value = None
+        out.append((key.split("."), value))
+    return out
+
+
+def apply_overrides(d: Mapping, items) -> dict[str, Any]:
+    """Return a deep copy of ``d`` with ``--set`` overrides applied (missing sections are created)."""
+    import copy
+
+    d = copy.deepcopy(dict(d))
+    for path, value in parse_overrides(items):
+        node = d
+        for p in path[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            elif not isinstance(nxt, dict):
+                raise ValueError(f"--set {'.'.join(path)}: {p!r} is not a section (it is {nxt!r})")
+            node = nxt
+        node[path[-1]] = value
+    return d
+
+
+def load_config(path, overrides=()) -> TrainConfig:
+    """Read a YAML config file, apply ``--set`` overrides, resolve relative paths against its folder.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: invalid YAML/keys/values (message names the file).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: training config not found (expected a YAML file)")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{path}: training config must be a YAML mapping. Received: {type(d).__name__}")
+    d = apply_overrides(d, overrides)
+    try:
+        return TrainConfig.from_dict(d, base_dir=path.parent)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
