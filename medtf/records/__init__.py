@@ -1,1 +1,44 @@
-"""② TFRecord shards + manifest: the one versioned schema, encoder, writer, splits and the converter."""
+"""② TFRecord shards + manifest: the one versioned schema, encoder, writer, splits and the converter.
+
+Public API (lazy: importing ``medtf.records`` does not import TensorFlow; ``load`` and ``schema`` do):
+
+* :func:`load` (``directory, split`` → ``tf.data.Dataset`` of dicts) and :func:`read_manifest`.
+* :func:`convert` with :class:`ConvertConfig` (what ``tfrecord-convert`` runs), :func:`convert_unit`
+  (the pure "one source → examples" function), :class:`ProcessOptions`.
+* :func:`encode_example` (TF-free encoder), :func:`assign_splits`, :func:`parse_split`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "load": "medtf.records.reader",
+    "read_manifest": "medtf.records.reader",
+    "shard_paths": "medtf.records.reader",
+    "convert": "medtf.records.convert",
+    "convert_unit": "medtf.records.convert",
+    "iter_convert_unit": "medtf.records.convert",
+    "ConvertConfig": "medtf.records.convert",
+    "ConvertError": "medtf.records.convert",
+    "ConvertResult": "medtf.records.convert",
+    "Example": "medtf.records.convert",
+    "ProcessOptions": "medtf.records.process",
+    "ProcessError": "medtf.records.process",
+    "process_image": "medtf.records.process",
+    "encode_example": "medtf.records.encode",
+    "frame_record": "medtf.records.encode",
+    "SCHEMA_VERSION": "medtf.records.encode",
+    "SCHEMA_NAME": "medtf.records.encode",
+    "assign_splits": "medtf.records.split",
+    "parse_split": "medtf.records.split",
+    "read_labels": "medtf.records.labels",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'medtf.records' has no attribute {name!r}")

@@ -1,0 +1,151 @@
+"""``tfrecord-convert`` (also ``medtf convert``): DICOM / NIfTI / PNG / npz → patient-grouped TFRecords.
+
+Nothing at module level imports TensorFlow or the readers, so ``--help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = (
+    "Convert DICOM files and series, NIfTI, PNG/JPEG/TIFF and MedMNIST-style npz into sharded, "
+    "patient-grouped TFRecords plus manifest.json. Every input ends in the manifest as converted "
+    "(split, record key) or rejected (reason); no patient identifier is written anywhere."
+)
+
+EPILOG = """\
+examples:
+  tfrecord-convert dicoms/ --output records/ --labels labels.csv --split 0.7,0.15,0.15
+  tfrecord-convert ct_series/ --output vol/ --mode volume --spacing 1.5 --size 64,128,128
+  tfrecord-convert ct/ --output win/ --intensity window --window lung --window mediastinum
+  tfrecord-convert pneumoniamnist.npz --output pneumonia/          # keeps the official splits
+
+labels CSV: a 'path' column (relative to the input folder; a folder applies to every file below it)
+and a 'label' column, or one 0/1 column per label (multi-label); an optional 'split' column.
+
+exit codes:
+  0  every input converted
+  1  the run finished but some inputs were rejected (reasons in manifest.json)
+  2  usage error (bad option, output folder already holds records without --resume/--overwrite)
+  3  failed: nothing converted, or an unexpected error
+
+pseudonyms: patient keys are HMAC-SHA256 of the patient ID with a site secret
+($MEDTF_PSEUDONYM_KEY, --key-file, or ~/.config/medtf/pseudonym.key, created on first use).
+Share the same key between runs and machines to keep patient keys stable. See docs/convert.md.
+"""
+
+
+def _csv_numbers(kind, name):
+    def parse(value: str):
+        try:
+            vals = tuple(kind(v) for v in value.replace("x", ",").split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be comma-separated numbers. Received: {value!r}") from None
+        if not vals or any(v <= 0 for v in vals):
+            raise argparse.ArgumentTypeError(f"{name} must be positive. Received: {value!r}")
+        return vals
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files and/or folders to convert")
+    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder for shards + manifest.json")
+    parser.add_argument("--labels", metavar="CSV", help="labels CSV (path + label column(s) [+ split])")
+    parser.add_argument("--mode", choices=("auto", "slice", "volume"), default="auto",
+                        help="volume: one example per series; slice: one per image/frame; auto (default): "
+                        "volumes for series of single-frame slices")
+    parser.add_argument("--intensity", choices=("raw", "window"), default=None,
+                        help="raw (default): modality values (HU) stored exactly; window: one [0,1] channel "
+                        "per --window (implied by --window)")
+    parser.add_argument("--window", action="append", default=[], metavar="PRESET|W,L",
+                        help="window preset (lung, mediastinum, abdomen, brain, bone) or WIDTH,LEVEL; repeat "
+                        "(or comma-join presets) to stack windows as channels")
+    parser.add_argument("--spacing", type=_csv_numbers(float, "--spacing"), metavar="MM[,MM...]",
+                        help="resample to this spacing (mm; one value or one per axis: row,col / slice,row,col)")
+    parser.add_argument("--size", type=_csv_numbers(int, "--size"), metavar="N[,N...]",
+                        help="output size (H,W or D,H,W)")
+    parser.add_argument("--resize", choices=("resize", "crop_or_pad"), default="resize",
+                        help="how --size is reached: linear resize (default) or centre crop/pad")
+    parser.add_argument("--voi", action="store_true", help="apply the DICOM header's VOI LUT/window when reading")
+    parser.add_argument("--split", default="auto", metavar="FRACTIONS|input",
+                        help="'0.7,0.15,0.15' (train,val,test), 'train=0.8,test=0.2', or 'input' (npz splits, "
+                        "CSV split column). Default: the input's splits when every source has one, else 0.7,0.15,0.15")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the patient split and record order (default 0)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted run in --output")
+    parser.add_argument("--overwrite", action="store_true", help="replace the records already in --output")
+    parser.add_argument("--key-file", metavar="PATH", help="pseudonym key file (default: $MEDTF_PSEUDONYM_KEY or "
+                        "~/.config/medtf/pseudonym.key)")
+    parser.add_argument("--shard-mb", type=float, default=256.0, metavar="MB", help="approximate shard size (default 256)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the per-source cache in DIR/.work")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _windows(values: list[str]) -> tuple:
+    from medtf.data.spec import WINDOW_PRESETS, parse_window
+
+    out = []
+    for v in values:
+        parts = [p.strip() for p in v.split(",")]
+        if all(p in WINDOW_PRESETS for p in parts):
+            out += [WINDOW_PRESETS[p] for p in parts]
+        else:
+            out.append(parse_window(v))
+    return tuple(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build a :class:`ConvertConfig` from ``args``, run it, print the summary; returns the exit code."""
+    from medtf.records.convert import EXIT_FAILED, EXIT_USAGE, ConvertConfig, ConvertError, convert, format_summary
+    from medtf.records.process import ProcessOptions
+
+    try:
+        windows = _windows(args.window)
+        intensity = args.intensity or ("window" if windows else "raw")
+        process = ProcessOptions(intensity=intensity, windows=windows, spacing=args.spacing, size=args.size,
+                                 resize=args.resize)
+        config = ConvertConfig(
+            inputs=tuple(args.inputs), output=args.output, labels=args.labels, mode=args.mode, process=process,
+            split=args.split, seed=args.seed, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+            key_file=args.key_file, shard_mb=args.shard_mb, read_options={"voi": True} if args.voi else {},
+            progress=not args.no_progress, keep_work=args.keep_work,
+        )
+        result = convert(config)
+    except (ConvertError, ValueError) as exc:
+        print(f"tfrecord-convert: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - reported without header values
+        import os
+        import traceback
+
+        if os.environ.get("MEDTF_DEBUG"):
+            traceback.print_exc()
+        print(f"tfrecord-convert: failed ({type(exc).__name__}); rerun with MEDTF_DEBUG=1 for details",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(format_summary(result.manifest))
+    print(f"wrote {result.output}/manifest.json (exit code {result.exit_code})")
+    return result.exit_code
+
+
+def build_parser(prog: str = "tfrecord-convert") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``tfrecord-convert``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted (finish with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
