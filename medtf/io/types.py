@@ -26,8 +26,11 @@ class ReadError(Exception):
 class SourceUnit:
     """What a reader reads in one call: a single file, or all files of one DICOM series.
 
-    ``key`` identifies the unit in the manifest (a relative path, or ``series:<pseudonym>``), and
-    ``paths`` are the files it consumes (every input file belongs to exactly one unit or is rejected).
+    ``key`` identifies the unit in the manifest: the file's path relative to its input root (posix) for
+    single files, ``"series-<token of SeriesInstanceUID>"`` for series (UIDs are never output raw).
+    ``paths`` are the files it consumes (every input file belongs to exactly one unit or is rejected);
+    for a ``dicom_series`` they may include DICOM-SEG files referencing the series, which
+    :func:`medtf.io.read_unit` turns into ``Image.mask``.
     """
 
     kind: str  # "dicom" | "dicom_series" | "nifti" | "image" | "npz"
@@ -72,3 +75,36 @@ class Image:
     @property
     def spatial_dims(self) -> int:
         return self.array.ndim - 1
+
+
+FRAMES_CHOICES = ("all", "first", "middle", "each")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How readers decode a source unit.
+
+    Attributes:
+        apply_voi: apply the header VOI window (or VOI LUT) and return float32 values in [0, 1]
+            (MONOCHROME1 is then shown inverted, 1 = white); a file without a window is rejected.
+        max_pixels: reject a header claiming more samples (rows x cols x frames x samples per pixel)
+            than this before anything is allocated or decoded.
+        frames: for multi-frame DICOM and multi-page TIFF: ``"all"`` (one (F, H, W, C) volume),
+            ``"first"``, ``"middle"``, ``"each"`` (one 2D image per frame, ``index`` = frame) or an int.
+        patient_from: patient stand-in for formats without a patient ID (NIfTI, PNG/JPEG/TIFF):
+            ``"file"`` (each file is its own patient) or ``"parent"`` (the folder holding the file, e.g.
+            one folder per case).
+    """
+
+    apply_voi: bool = False
+    max_pixels: int = 2**31
+    frames: str | int = "all"
+    patient_from: str = "file"
+
+    def __post_init__(self):
+        if not (isinstance(self.frames, int) and not isinstance(self.frames, bool)) and self.frames not in FRAMES_CHOICES:
+            raise ValueError(f"ReadOptions.frames: expected one of {FRAMES_CHOICES} or an int, received {self.frames!r}")
+        if self.patient_from not in ("file", "parent"):
+            raise ValueError(f"ReadOptions.patient_from: expected 'file' or 'parent', received {self.patient_from!r}")
+        if not isinstance(self.max_pixels, int) or self.max_pixels <= 0:
+            raise ValueError(f"ReadOptions.max_pixels: expected a positive int, received {self.max_pixels!r}")

@@ -1,0 +1,249 @@
+"""Walk inputs, classify files by content, group DICOM slices into series, dispatch to readers."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pathlib
+import zipfile
+from collections import defaultdict
+from typing import Sequence
+
+from medtf.io.types import Image, ReadError, ReadOptions, SourceUnit
+
+MODES = ("auto", "volume", "slice")
+KINDS = ("dicom", "dicom_series", "nifti", "image", "npz")
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+_TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def classify(path) -> tuple[str | None, str]:
+    """Classify a file by its content (not only its name).
+
+    Args:
+        path: file path.
+
+    Returns:
+        (kind, reason): kind in {"dicom", "nifti", "image", "npz"} or None with the reason it is not
+        a readable source.
+    """
+    path = pathlib.Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(544)
+    except OSError as exc:
+        return None, f"cannot open file ({exc.strerror or type(exc).__name__})"
+    if size == 0:
+        return None, "empty file"
+    name = path.name.lower()
+    if head.startswith(_PNG) or head.startswith(_JPEG) or head[:4] in _TIFF:
+        return "image", ""
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None, "corrupt zip/npz archive"
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz", ""
+        return None, "zip archive that is not an .npz of NumPy arrays"
+    if _is_nifti_header(head):
+        return "nifti", ""
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            with gzip.open(path, "rb") as fh:
+                inner = fh.read(544)
+        except (OSError, EOFError):
+            return None, "corrupt gzip file"
+        if _is_nifti_header(inner):
+            return "nifti", ""
+        return None, "gzip file that is not a NIfTI image"
+    from medtf.io.dicom import looks_like_dicom
+
+    if looks_like_dicom(path):
+        return "dicom", ""
+    if len(head) >= 132 and head[128:132] != b"DICM" and name.endswith(".dcm"):
+        return None, "named .dcm but not a DICOM file (no DICM preamble, no parseable dataset)"
+    return None, "unknown file type (not DICOM, NIfTI, PNG/JPEG/TIFF or .npz)"
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    if len(head) < 348:
+        return False
+    for order in ("little", "big"):
+        sizeof = int.from_bytes(head[0:4], order)
+        if sizeof == 348 and head[344:347] in (b"n+1", b"ni1"):
+            return True
+        if sizeof == 540 and len(head) >= 8 and head[4:7] in (b"n+2", b"ni2"):
+            return True
+    return False
+
+
+def _walk(inputs: Sequence) -> list[tuple[pathlib.Path, str]]:
+    """(path, key) for every file under the inputs, sorted, deterministic."""
+    out, seen = [], set()
+    for inp in inputs:
+        root = pathlib.Path(inp)
+        if not root.exists():
+            raise FileNotFoundError(f"input {root} does not exist (expected a file or a folder)")
+        if root.is_dir():
+            files = []
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+                dirnames.sort()
+                for fn in filenames:
+                    files.append(pathlib.Path(dirpath) / fn)
+            files.sort(key=lambda p: p.relative_to(root).as_posix())
+            pairs = [(p, p.relative_to(root).as_posix()) for p in files]
+        else:
+            pairs = [(root, root.name)]
+        for p, key in pairs:
+            real = os.path.realpath(p)
+            if real in seen:
+                continue
+            seen.add(real)
+            out.append((p, key))
+    return out
+
+
+def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[list[SourceUnit], list[tuple[str, str]]]:
+    """Find the source units under files/folders.
+
+    Every input file ends up in exactly one unit or in the rejected list. DICOM headers are read
+    without pixel data. Single-frame DICOM slices of one SeriesInstanceUID become one
+    ``"dicom_series"`` unit (mode "auto": when the series has more than one slice and all slices carry
+    ImagePositionPatient/ImageOrientationPatient; mode "volume": always); DICOM-SEG files referencing
+    such a series join its unit. In mode "slice" every file is its own unit.
+
+    Args:
+        inputs: files and/or folders.
+        pseudonymizer: used for series keys (``"series-" + token(SeriesInstanceUID)``).
+        mode: "auto" | "volume" | "slice".
+
+    Returns:
+        (units, rejected) — units sorted by key; rejected ``[(path, reason)]``.
+
+    Raises:
+        ValueError: unknown mode.
+        FileNotFoundError: an input does not exist.
+    """
+    if mode not in MODES:
+        raise ValueError(f"discover(mode=...): expected one of {MODES}, received {mode!r}")
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    from medtf.io.dicom import SEG_SOP_CLASS, _get, _orientation, read_header
+
+    units: list[SourceUnit] = []
+    rejected: list[tuple[str, str]] = []
+    series: dict[str, list[tuple[str, str, bool]]] = defaultdict(list)  # uid -> [(path, key, has_geometry)]
+    segs: list[tuple[str, str, set]] = []  # (path, key, referenced series uids)
+    for path, key in _walk(inputs):
+        kind, reason = classify(path)
+        if kind is None:
+            rejected.append((str(path), reason))
+            continue
+        if kind != "dicom":
+            units.append(SourceUnit(kind=kind, paths=(str(path),), key=key))
+            continue
+        try:
+            ds = read_header(path)
+        except ReadError as exc:
+            rejected.append((str(path), exc.reason))
+            continue
+        sop = str(_get(ds, "SOPClassUID", ""))
+        if sop == SEG_SOP_CLASS:
+            refs = set()
+            for item in _get(ds, "ReferencedSeriesSequence", []) or []:
+                uid = str(item.get("SeriesInstanceUID", "") or "")
+                if uid:
+                    refs.add(uid)
+            segs.append((str(path), key, refs))
+            continue
+        if _get(ds, "Rows") is None or _get(ds, "Columns") is None:
+            rejected.append((str(path), "DICOM object without image pixel data (no Rows/Columns)"))
+            continue
+        frames = int(_get(ds, "NumberOfFrames", 1) or 1)
+        uid = str(_get(ds, "SeriesInstanceUID", "") or "")
+        if mode == "slice" or frames > 1 or not uid:
+            units.append(SourceUnit(kind="dicom", paths=(str(path),), key=key))
+            continue
+        has_geo = _orientation(ds) is not None and _get(ds, "ImagePositionPatient") is not None
+        series[uid].append((str(path), key, has_geo))
+
+    series_units: dict[str, int] = {}
+    for uid, members in series.items():
+        grouped = mode == "volume" or (len(members) > 1 and all(g for _, _, g in members))
+        if grouped:
+            series_units[uid] = len(units)
+            units.append(SourceUnit(kind="dicom_series", paths=tuple(sorted(p for p, _, _ in members)),
+                                    key=f"series-{pseudonymizer.token(uid)}"))
+        else:
+            units.extend(SourceUnit(kind="dicom", paths=(p,), key=k) for p, k, _ in members)
+    for path, key, refs in segs:
+        hits = [series_units[u] for u in sorted(refs) if u in series_units]
+        if len(hits) == 1:
+            i = hits[0]
+            units[i] = SourceUnit(kind="dicom_series", paths=units[i].paths + (path,), key=units[i].key)
+        elif not hits:
+            rejected.append((path, "DICOM-SEG whose referenced series is not among the inputs as a volume "
+                                   "(use mode 'auto'/'volume' and include the source images)"))
+        else:
+            rejected.append((path, "DICOM-SEG referencing several series; read it with medtf.io.seg.read_dicom_seg"))
+    units.sort(key=lambda u: u.key)
+    return units, rejected
+
+
+def _patient_stand_in(unit: SourceUnit, options: ReadOptions) -> str:
+    key = pathlib.PurePosixPath(unit.key)
+    if options.patient_from == "parent" and str(key.parent) not in ("", "."):
+        return str(key.parent)
+    name = key.name
+    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return str(key.parent / name) if str(key.parent) not in ("", ".") else name
+
+
+def read_unit(unit: SourceUnit, *, pseudonymizer, options: ReadOptions = ReadOptions()) -> list[Image]:
+    """Read one source unit into Images.
+
+    Args:
+        unit: from :func:`discover` (or built by hand).
+        pseudonymizer: :class:`medtf.io.deid.Pseudonymizer`.
+        options: :class:`medtf.io.types.ReadOptions`.
+
+    Returns:
+        the unit's images (one for most files; one per row for npz; one per frame with frames="each").
+
+    Raises:
+        ReadError: bad input (the reason holds no header values).
+        ValueError: unknown unit kind.
+    """
+    if unit.kind not in KINDS:
+        raise ValueError(f"SourceUnit.kind: expected one of {KINDS}, received {unit.kind!r}")
+    if not unit.paths:
+        raise ValueError(f"SourceUnit {unit.key!r} has no paths")
+    if unit.kind == "dicom_series":
+        from medtf.io.dicom import read_dicom_series
+
+        return read_dicom_series(list(unit.paths), pseudonymizer=pseudonymizer, options=options, key=unit.key)
+    path = unit.paths[0]
+    if unit.kind == "dicom":
+        from medtf.io.dicom import read_dicom_file
+
+        return read_dicom_file(path, pseudonymizer=pseudonymizer, options=options, key=unit.key)
+    if unit.kind == "npz":
+        from medtf.io.arrays import read_npz
+
+        return read_npz(path, pseudonymizer=pseudonymizer, file_key=unit.key, options=options)
+    patient = pseudonymizer.patient(_patient_stand_in(unit, options))
+    if unit.kind == "nifti":
+        from medtf.io.nifti import read_nifti
+
+        return [read_nifti(path, patient=patient, options=options)]
+    from medtf.io.images import read_image
+
+    return read_image(path, patient=patient, options=options)
