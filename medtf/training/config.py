@@ -133,8 +133,10 @@ class ScheduleConfig:
 
 
 def _data_config_cls():
-    from medtf.data import DataConfig  # the data engineer's frozen dataclass
-
+    try:
+        from medtf.data import DataConfig  # the data engineer's frozen dataclass (lazy re-export)
+    except ImportError:
+        from medtf.data.config import DataConfig
     return DataConfig
 
 
@@ -194,6 +196,7 @@ class TrainConfig:
         tensorboard: write TensorBoard logs to RUN/logs.
         jit_compile: Keras ``jit_compile`` ("auto", true or false).
         verbose: Keras fit verbosity (1 = progress bar).
+        deterministic_ops: ``tf.config.experimental.enable_op_determinism()`` (bit-exact reruns; slower).
     """
 
     records: str = ""
@@ -222,6 +225,7 @@ class TrainConfig:
     tensorboard: bool = True
     jit_compile: Any = "auto"
     verbose: int = 1
+    deterministic_ops: bool = False
 
     def __post_init__(self):
         if self.task is not None and self.task not in TASKS:
