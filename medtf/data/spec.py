@@ -148,3 +148,97 @@ def apply_intensity_numpy(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
         else:
             raise ValueError(f"cannot map {x.shape[-1]} channels to {spec.channels}")
     return x
+
+
+# --------------------------------------------------------------------------------------------
+# Size step (NumPy reference). ``medtf.data.transforms`` is the graph twin; a test checks both agree.
+# --------------------------------------------------------------------------------------------
+
+
+def _linear_axis(x: np.ndarray, axis: int, out: int) -> np.ndarray:
+    """Half-pixel-centre linear resampling of one axis (``tf.image.resize`` bilinear, no antialias)."""
+    n = x.shape[axis]
+    if n == out:
+        return x
+    src = (np.arange(out, dtype=np.float64) + 0.5) * (n / out) - 0.5
+    src = np.clip(src, 0.0, n - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (src - lo).astype(np.float64)
+    shape = [1] * x.ndim
+    shape[axis] = out
+    frac = frac.reshape(shape)
+    a = np.take(x, lo, axis=axis).astype(np.float64)
+    b = np.take(x, hi, axis=axis).astype(np.float64)
+    return a + (b - a) * frac
+
+
+def resize_numpy(image: np.ndarray, size, method: str = "linear") -> np.ndarray:
+    """Resize the spatial axes of a channels-last array to ``size`` (NumPy reference).
+
+    Args:
+        image: (H, W, C) or (D, H, W, C).
+        size: target spatial size, one value per spatial axis.
+        method: "linear" (bilinear/trilinear, half-pixel centres, as ``tf.image.resize`` without
+            antialiasing) or "nearest" (for masks; half-pixel centres, as ``tf.image.resize`` nearest).
+
+    Returns:
+        float32 array (linear) or the input dtype (nearest), shape ``(*size, C)``.
+
+    Raises:
+        ValueError: ``size`` does not match the number of spatial axes, or unknown ``method``.
+    """
+    x = np.asarray(image)
+    size = tuple(int(s) for s in size)
+    if len(size) != x.ndim - 1:
+        raise ValueError(f"size needs {x.ndim - 1} values for an image of shape {x.shape}. Received: {size}")
+    if method == "nearest":
+        for axis, out in enumerate(size):
+            n = x.shape[axis]
+            if n != out:
+                idx = np.minimum(np.floor((np.arange(out) + 0.5) * (n / out)).astype(np.int64), n - 1)
+                x = np.take(x, idx, axis=axis)
+        return x
+    if method != "linear":
+        raise ValueError(f"method must be 'linear' or 'nearest'. Received: {method!r}")
+    x = x.astype(np.float64)
+    for axis, out in enumerate(size):
+        x = _linear_axis(x, axis, out)
+    return x.astype(np.float32)
+
+
+def crop_or_pad_numpy(image: np.ndarray, size) -> np.ndarray:
+    """Centre crop / zero pad the spatial axes to ``size`` (``tf.image.resize_with_crop_or_pad`` rule).
+
+    Cropping removes ``(n - out) // 2`` leading elements; padding adds ``(out - n) // 2`` leading zeros.
+    """
+    x = np.asarray(image)
+    size = tuple(int(s) for s in size)
+    if len(size) != x.ndim - 1:
+        raise ValueError(f"size needs {x.ndim - 1} values for an image of shape {x.shape}. Received: {size}")
+    for axis, out in enumerate(size):
+        n = x.shape[axis]
+        if n > out:
+            start = (n - out) // 2
+            x = np.take(x, np.arange(start, start + out), axis=axis)
+        elif n < out:
+            before = (out - n) // 2
+            pad = [(0, 0)] * x.ndim
+            pad[axis] = (before, out - n - before)
+            x = np.pad(x, pad)
+    return x
+
+
+def apply_numpy(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """The whole inference preprocessing of ``spec`` in NumPy: intensity → channels → size; float32.
+
+    This is the reference for ``medtf.data.transforms.apply_preprocessing`` and what an edge runtime
+    without TensorFlow runs before the model.
+    """
+    x = apply_intensity_numpy(image, spec)
+    if spec.size is not None:
+        if spec.resize == "resize":
+            x = resize_numpy(x, spec.size)
+        else:
+            x = crop_or_pad_numpy(x, spec.size)
+    return x.astype(np.float32)

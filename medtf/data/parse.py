@@ -1,0 +1,172 @@
+"""Reading a records directory: manifest, shard list, and parsing by the one record schema.
+
+Wraps ``medtf.records.schema.parse_example`` and gives the parsed tensors static ranks/channels from
+the manifest so downstream ops (and Keras) see known shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import tensorflow as tf
+
+from medtf.records import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def read_manifest(records_dir) -> dict:
+    """Load ``DIR/manifest.json``.
+
+    Raises:
+        FileNotFoundError: no manifest in ``records_dir``.
+        ValueError: the manifest lacks ``image_dtype``/``splits`` or has an unsupported schema version.
+    """
+    path = pathlib.Path(records_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"records directory {records_dir}: expected {path.name}, which is missing")
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    for key in ("image_dtype", "splits"):
+        if key not in manifest:
+            raise ValueError(f"{path}: manifest lacks required key {key!r}")
+    version = manifest.get("schema_version", schema.SCHEMA_VERSION)
+    if int(version) != schema.SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {version} is not supported (this medtf reads {schema.SCHEMA_VERSION})")
+    if manifest["image_dtype"] not in schema.IMAGE_DTYPES:
+        raise ValueError(f"{path}: image_dtype must be one of {schema.IMAGE_DTYPES}. Received: {manifest['image_dtype']!r}")
+    return manifest
+
+
+def shard_files(records_dir, split: str, manifest: dict | None = None) -> list[str]:
+    """Absolute paths of the shards of ``split`` (from the manifest, else by the naming rule).
+
+    Raises:
+        ValueError: unknown split or no shards found.
+    """
+    records_dir = pathlib.Path(records_dir)
+    manifest = manifest if manifest is not None else read_manifest(records_dir)
+    splits = manifest.get("splits", {})
+    if split not in splits:
+        raise ValueError(f"{records_dir}: split {split!r} not in manifest; available splits: {sorted(splits)}")
+    names = splits[split].get("shards")
+    if names:
+        files = [str(records_dir / n) for n in names]
+    else:
+        files = sorted(str(p) for p in records_dir.glob(f"{split}-*-of-*.tfrecord"))
+    if not files:
+        raise ValueError(f"{records_dir}: split {split!r} has no shard files")
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise ValueError(f"{records_dir}: shard files listed in the manifest are missing: {missing[:3]}")
+    return files
+
+
+def spatial_rank(manifest: dict) -> int:
+    """2 for slice records, 3 for volumes (``spatial_dims`` as an int or a shape, else ``mode``)."""
+    sd = manifest.get("spatial_dims")
+    if isinstance(sd, int):
+        return sd
+    if isinstance(sd, (list, tuple)) and sd:
+        return len(sd)
+    return 3 if manifest.get("mode") == "volume" else 2
+
+
+def static_image_shape(manifest: dict) -> list:
+    """Static (H, W, C) / (D, H, W, C) with None for unknown extents."""
+    sd = manifest.get("spatial_dims")
+    spatial = [int(s) for s in sd] if isinstance(sd, (list, tuple)) and sd else [None] * spatial_rank(manifest)
+    channels = manifest.get("channels")
+    return spatial + [int(channels) if channels else None]
+
+
+def make_parse_fn(manifest: dict, with_mask: bool):
+    """A graph function ``serialized → dict`` with ``image`` float32 (static rank and, when the manifest
+    says, channels), ``label`` int64 vector, ``spacing``, ``patient``, ``source`` and, when
+    ``with_mask``, ``mask`` uint8 reshaped to (spatial..., 1)."""
+    image_dtype = manifest["image_dtype"]
+    shape = static_image_shape(manifest)
+
+    def parse(serialized):
+        p = schema.parse_example(serialized, image_dtype)
+        image = tf.ensure_shape(p["image"], shape)
+        out = {
+            "image": image,
+            "label": p["label"],
+            "spacing": p["spacing"],
+            "patient": p["patient"],
+            "source": p["source"],
+        }
+        if with_mask:
+            mask = p["mask"]
+            tf.debugging.assert_equal(
+                tf.size(mask, tf.int64), tf.reduce_prod(p["image_shape"][:-1]),
+                message="record mask must cover the image's spatial extent (one value per pixel/voxel)",
+            )
+            out["mask"] = tf.reshape(mask, tf.concat([tf.shape(image)[:-1], [1]], 0))
+        return out
+
+    return parse
+
+
+def probe(records_dir, split: str, manifest: dict | None = None) -> dict:
+    """Parse the first record of ``split`` eagerly: ``{"has_mask", "label_size", "image_shape"}``."""
+    manifest = manifest if manifest is not None else read_manifest(records_dir)
+    files = shard_files(records_dir, split, manifest)
+    for f in files:
+        for serialized in tf.data.TFRecordDataset(f).take(1):
+            p = schema.parse_example(serialized, manifest["image_dtype"])
+            return {
+                "has_mask": int(tf.size(p["mask"])) > 0,
+                "label_size": int(tf.size(p["label"])),
+                "image_shape": [int(v) for v in p["image_shape"].numpy()],
+            }
+    raise ValueError(f"{records_dir}: split {split!r} has no records")
+
+
+def has_masks(manifest: dict) -> bool | None:
+    """Whether records carry masks, when the manifest says so (``has_mask``/``masks`` key); else None."""
+    for key in ("has_mask", "masks"):
+        if key in manifest:
+            return bool(manifest[key])
+    return None
+
+
+def raw_dataset(records_dir, split: str, *, manifest: dict | None = None, shuffle_files: bool = False,
+                seed: int = 0, deterministic: bool = True, with_mask: bool | None = None) -> tf.data.Dataset:
+    """Interleaved shards of ``split`` parsed into dicts (see ``make_parse_fn``).
+
+    Args:
+        records_dir: directory with ``manifest.json`` and shards.
+        split: split name in the manifest.
+        manifest: already-read manifest (read when None).
+        shuffle_files: shuffle the shard order (seeded) before interleaving.
+        seed: seed for the shard shuffle.
+        deterministic: deterministic interleave/map order.
+        with_mask: parse masks; None decides from the manifest or the first record.
+
+    Returns:
+        ``tf.data.Dataset`` of example dicts.
+    """
+    manifest = manifest if manifest is not None else read_manifest(records_dir)
+    files = shard_files(records_dir, split, manifest)
+    if with_mask is None:
+        with_mask = has_masks(manifest)
+        if with_mask is None:
+            with_mask = probe(records_dir, split, manifest)["has_mask"]
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if len(files) > 1:
+        ds = ds.interleave(
+            lambda f: tf.data.TFRecordDataset(f),
+            cycle_length=min(len(files), 8),
+            block_length=1,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+    else:
+        ds = tf.data.TFRecordDataset(files)
+    return ds.map(make_parse_fn(manifest, with_mask), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
