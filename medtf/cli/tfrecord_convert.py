@@ -68,7 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output size (H,W or D,H,W)")
     parser.add_argument("--resize", choices=("resize", "crop_or_pad"), default="resize",
                         help="how --size is reached: linear resize (default) or centre crop/pad")
-    parser.add_argument("--voi", action="store_true", help="apply the DICOM header's VOI LUT/window when reading")
+    parser.add_argument("--voi", action="store_true", help="apply the DICOM header's VOI LUT/window when reading "
+                        "(values in [0,1]; files without one are rejected)")
+    parser.add_argument("--frames", default=None, metavar="all|first|middle|each|N",
+                        help="frames of multi-frame DICOM / multi-page TIFF: all (a volume; default), first, middle, "
+                        "each (one example per frame; default with --mode slice) or a frame number")
+    parser.add_argument("--patient-from", choices=("file", "parent"), default="file",
+                        help="patient for NIfTI/PNG/JPEG/TIFF (no patient ID): each file, or its parent folder")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="reject headers claiming more samples than this (default 2**31) before decoding")
     parser.add_argument("--split", default="auto", metavar="FRACTIONS|input",
                         help="'0.7,0.15,0.15' (train,val,test), 'train=0.8,test=0.2', or 'input' (npz splits, "
                         "CSV split column). Default: the input's splits when every source has one, else 0.7,0.15,0.15")
@@ -96,6 +104,19 @@ def _windows(values: list[str]) -> tuple:
     return tuple(out)
 
 
+def _read_options(args) -> dict:
+    opts: dict = {}
+    if args.voi:
+        opts["apply_voi"] = True
+    if args.frames is not None:
+        opts["frames"] = int(args.frames) if args.frames.lstrip("-").isdigit() else args.frames
+    if args.patient_from != "file":
+        opts["patient_from"] = args.patient_from
+    if args.max_pixels is not None:
+        opts["max_pixels"] = args.max_pixels
+    return opts
+
+
 def run(args: argparse.Namespace) -> int:
     """Build a :class:`ConvertConfig` from ``args``, run it, print the summary; returns the exit code."""
     from medtf.records.convert import EXIT_FAILED, EXIT_USAGE, ConvertConfig, ConvertError, convert, format_summary
@@ -109,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         config = ConvertConfig(
             inputs=tuple(args.inputs), output=args.output, labels=args.labels, mode=args.mode, process=process,
             split=args.split, seed=args.seed, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
-            key_file=args.key_file, shard_mb=args.shard_mb, read_options={"voi": True} if args.voi else {},
+            key_file=args.key_file, shard_mb=args.shard_mb, read_options=_read_options(args),
             progress=not args.no_progress, keep_work=args.keep_work,
         )
         result = convert(config)

@@ -150,10 +150,31 @@ class UnitTask:
 # --------------------------------------------------------------------------------- pure function
 
 
-def _read_options(config: ConvertConfig):
-    from medtf.io import ReadOptions
+_IO_MODULES = ("medtf.io", "medtf.io.sources", "medtf.io.discover", "medtf.io.types", "medtf.io.deid",
+               "medtf.io.arrays")
 
-    return ReadOptions(**dict(config.read_options))
+
+def _io(name: str):
+    """``medtf.io.<name>`` (the io package's public API), wherever the io package defines it."""
+    import importlib
+
+    for mod in _IO_MODULES:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError:
+            continue
+        if hasattr(m, name):
+            return getattr(m, name)
+    raise ImportError(f"medtf.io provides no {name!r}")
+
+
+def _read_options(config: ConvertConfig):
+    ReadOptions = _io("ReadOptions")
+
+    opts = dict(config.read_options)
+    if config.mode == "slice":
+        opts.setdefault("frames", "each")  # one example per frame of a multi-frame object
+    return ReadOptions(**opts)
 
 
 def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None, split=None,
@@ -164,16 +185,30 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
         medtf.io.ReadError: the source cannot be read (reason has no PHI).
         ProcessError: the processing options do not fit the image.
     """
-    from medtf.io import read_unit
+    read_unit = _io("read_unit")
 
     options = config.process if image_dtype is None else dataclasses.replace(config.process, image_dtype=image_dtype)
-    images = read_unit(unit, pseudonymizer=pseudonymizer, options=_read_options(config))
-    if not images:
-        raise ProcessError("the source holds no image")
-    single = len(images) == 1
+    if unit.kind == "npz":  # stream the rows instead of materialising thousands of Images
+        iter_npz = _io("iter_npz")
+
+        images = iter_npz(unit.paths[0], pseudonymizer=pseudonymizer, file_key=unit.key,
+                          options=_read_options(config))
+        single = False
+    else:
+        images = read_unit(unit, pseudonymizer=pseudonymizer, options=_read_options(config))
+        if not images:
+            raise ProcessError("the source holds no image")
+        single = len(images) == 1
+    seen = set()
     for image in images:
         img = process_image(image, options)
-        key = unit.key if single else f"{unit.key}#{image.index}"
+        if single:
+            key = unit.key
+        else:  # "#<index>", or "#<split>/<index>" for sources that carry splits (npz rows count per split)
+            key = f"{unit.key}#{image.split}/{image.index}" if image.split else f"{unit.key}#{image.index}"
+        if key in seen:
+            raise ProcessError(f"the reader returned two images with index {image.index}")
+        seen.add(key)
         lab = tuple(int(v) for v in np.atleast_1d(img.label)) if img.label is not None else label
         dtype = img.array.dtype.name
         payload = _enc.encode_example(
@@ -220,9 +255,7 @@ def _unit_id(key: str, fingerprint: str, dtype: str | None) -> str:
 
 
 def _safe_reason(exc: BaseException) -> str:
-    from medtf.io import ReadError
-
-    if isinstance(exc, ReadError):
+    if isinstance(exc, _io("ReadError")):
         return exc.reason
     if isinstance(exc, ProcessError):
         return str(exc)
@@ -237,8 +270,7 @@ _STATE: dict = {}
 
 def _init_worker(config: ConvertConfig, work: str, fingerprint: str, secret: bytes | None):
     if secret is not None:
-        from medtf.io import Pseudonymizer
-
+        Pseudonymizer = _io("Pseudonymizer")
         _STATE["pseudonymizer"] = Pseudonymizer(secret)
     _STATE.update(config=config, work=work, fingerprint=fingerprint)
 
@@ -341,8 +373,7 @@ def _prepare_output(config: ConvertConfig) -> pathlib.Path:
 
 
 def _pseudonymizer(config: ConvertConfig):
-    from medtf.io import Pseudonymizer
-
+    Pseudonymizer = _io("Pseudonymizer")
     if config.key_file:
         try:
             return Pseudonymizer.from_key_file(config.key_file)
@@ -418,8 +449,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
     Raises:
         ConvertError: unusable options or output folder (exit code 2).
     """
-    from medtf.io import discover
-
+    discover = _io("discover")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     for p in config.inputs:
@@ -432,6 +462,10 @@ def convert(config: ConvertConfig) -> ConvertResult:
         except (OSError, ValueError) as exc:
             raise ConvertError(f"--labels: {exc}") from None
     split_policy = parse_split(config.split)
+    try:
+        _read_options(config)
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(f"read options: {exc}") from None
     pseudonymizer = _pseudonymizer(config)
     out = _prepare_output(config)
     work = str(out / WORK)
@@ -576,7 +610,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
         elif len(exs) <= 64:
             entry["keys"] = [e["key"] for e in exs]
         else:
-            entry["key_pattern"] = f"{key}#<index>"
+            entry["key_pattern"] = f"{key}#<split>/<index>" if any(e["split"] for e in exs) else f"{key}#<index>"
         for p in unit_paths[key]:
             files[p] = dict(entry)
     n_rej = sum(1 for f in files.values() if f["outcome"] == "rejected")
