@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["find_target_layer", "grad_cam", "overlay", "save_overlay", "explain_images"]
+__all__ = ["find_target_layer", "grad_cam", "overlay", "save_overlay", "explain_images", "explain_run"]
 
 
 def _is_input_layer(layer) -> bool:
@@ -295,3 +295,90 @@ def explain_images(model, images, out_dir, *, keys: Sequence[str] | None = None,
             "layer": layer_name,
         })
     return rows
+
+
+def _read_inputs(inputs: Sequence, mode: str = "auto"):
+    """Images (with their discovery index) from files/folders through ``medtf.io``; rejected paths listed.
+
+    Patient keys come from an ephemeral pseudonymizer: explain outputs never carry them anyway.
+    """
+    import os
+
+    from medtf.io.deid import Pseudonymizer
+    from medtf.io.discover import discover, read_unit
+    from medtf.io.types import ReadError
+
+    pseudo = Pseudonymizer(os.urandom(32))
+    units, rejected = discover(list(inputs), pseudonymizer=pseudo, mode=mode)
+    images = []
+    for u, unit in enumerate(units):
+        try:
+            for img in read_unit(unit, pseudonymizer=pseudo):
+                images.append((u, unit, img))
+        except ReadError as exc:
+            rejected.append((exc.path, exc.reason))
+    return images, rejected
+
+
+def explain_run(run_dir, inputs: Sequence, out_dir, *, class_index: int | None = None, layer_name: str | None = None,
+                mode: str = "auto") -> dict:
+    """Grad-CAM overlays for DICOM/NIfTI/PNG inputs with a trained run.
+
+    Inputs are read through ``medtf.io`` (files or folders; DICOM slices of one series become a volume in
+    ``mode="auto"``), preprocessed with the run's ``Preprocessing`` via
+    ``medtf.data.transforms.apply_preprocessing`` and explained with :func:`grad_cam`. Writes
+    ``case_XXXX_gradcam.png`` (mid-slices for 3D) and ``explain.json`` into ``out_dir``; cases are numbered in
+    discovery order (sorted source keys) and no file names or patient identifiers are written.
+
+    Args:
+        run_dir: run folder (``model.keras`` + ``model.json``).
+        inputs: files and/or folders.
+        out_dir: output folder.
+        class_index: output unit to explain (default: the predicted class; the positive unit for binary).
+        layer_name: feature-map layer (default: found automatically).
+        mode: ``medtf.io`` discovery mode ("auto" | "volume" | "slice").
+
+    Returns:
+        ``{"cases": [...], "rejected": n, "layer": name}`` (also written as ``explain.json``).
+
+    Raises:
+        ValueError: no readable input, a segmentation/restoration run, or images whose preprocessed
+            shape does not fit the model (the message names the input).
+    """
+    import json
+
+    import tensorflow as tf
+
+    from medtf.data.transforms import apply_preprocessing
+    from medtf.training.run import RunInfo, load_model
+
+    info = RunInfo.load(run_dir)
+    if info.task not in ("binary", "multiclass", "multilabel", "ordinal"):
+        raise ValueError(f"{run_dir}: Grad-CAM explains classifiers; this run's task is {info.task!r}")
+    model = load_model(run_dir)
+    images, rejected = _read_inputs(inputs, mode)
+    in_shape = tuple(model.inputs[0].shape[1:])
+    xs, units = [], []
+    for u, unit, img in images:
+        x = apply_preprocessing(tf.convert_to_tensor(img.array), info.preprocessing).numpy()
+        if x.ndim != len(in_shape) or any(a is not None and a != b for a, b in zip(in_shape, x.shape)):
+            raise ValueError(
+                f"{unit.paths[0]}: preprocessed image shape {x.shape} does not fit the model input {in_shape} "
+                f"(a {img.spatial_dims}D image for a {info.spatial_dims}D model?)"
+            )
+        xs.append(x)
+        units.append(u)
+    if not xs:
+        detail = "; ".join(f"{p}: {r}" for p, r in rejected[:5])
+        raise ValueError(f"no readable image among the inputs{': ' + detail if detail else ''}")
+    layer_name = layer_name or find_target_layer(model)
+    out_dir = pathlib.Path(out_dir)
+    rows = explain_images(model, np.stack(xs), out_dir, class_index=class_index, layer_name=layer_name,
+                          class_names=list(info.class_names))
+    for row, u in zip(rows, units):
+        row["input_unit"] = int(u)
+        row.pop("key", None)
+    result = {"run": {"name": info.name, "task": info.task}, "layer": layer_name, "cases": rows,
+              "rejected": len(rejected)}
+    (out_dir / "explain.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -7,7 +7,7 @@ Conventions (all functions):
 * A sample is predicted positive when ``prob >= threshold`` (the same rule as ``roc_curve``).
 * A ratio whose denominator is zero (e.g. sensitivity without positives) is ``NaN``, never 0;
   averages over classes ignore NaN (``nanmean``).
-* AUC needs both classes; with only one present it is ``NaN`` (sklearn raises instead).
+* AUC needs both classes; with only one present it is ``NaN`` (as sklearn >= 1.6, which also warns).
 * Confidence intervals: AUC uses a stratified percentile bootstrap (positives and negatives — or the
   classes — are resampled separately, so every replicate has the original class counts), seeded and
   deterministic; proportions (sensitivity, specificity, PPV, NPV, accuracy) use the Wilson score

@@ -1,0 +1,597 @@
+"""Evaluate predictions (arrays in, metrics dict out) and whole run folders (``medtf evaluate``).
+
+``evaluate_predictions`` and ``write_report`` work without a run folder (export parity checks and
+recipes use them). ``evaluate_run`` loads ``RUN/model.keras`` + ``RUN/model.json`` through
+``medtf.training.run``, reads the split from the run's records directory with ``medtf.records.load``
+and applies the run's inference ``Preprocessing`` with ``medtf.data.transforms.apply_preprocessing``
+— the same graph ops ``medtf.data.build_dataset(..., training=False)`` uses, here applied record by
+record so every prediction stays paired with its pseudonymous patient key, spacing and full-resolution
+mask. Restoration runs use ``build_dataset(..., training=False)`` itself, since the degradation is
+defined by the data config.
+
+Segmentation metrics are computed at the records' resolution: predicted probabilities are mapped
+back through the preprocessing size step (linear resize, or the inverse centre crop/pad) before the
+argmax, and distances use the stored spacing.
+"""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from medtf.evaluation import metrics as M
+
+__all__ = ["evaluate_predictions", "evaluate_segmentation", "evaluate_run", "probabilities_to_labels",
+           "parse_threshold_method", "CLASSIFICATION_TASKS"]
+
+CLASSIFICATION_TASKS = ("binary", "multiclass", "multilabel", "ordinal")
+TASKS = CLASSIFICATION_TASKS + ("segmentation", "restoration")
+
+
+def parse_threshold_method(method: str | None) -> tuple[str, float]:
+    """``"youden"`` / ``"sensitivity:0.9"`` / ``"target_sensitivity"`` → (method, target)."""
+    if method in (None, "", "youden"):
+        return "youden", 0.9
+    if method.startswith("sensitivity:") or method.startswith("target_sensitivity:"):
+        v = float(method.split(":", 1)[1])
+        return "target_sensitivity", v
+    if method == "target_sensitivity":
+        return "target_sensitivity", 0.9
+    raise ValueError(f"threshold method must be 'youden' or 'sensitivity:<target>'. Received: {method!r}")
+
+
+def _class_names(task: str, class_names, width: int) -> list[str]:
+    if class_names:
+        return [str(c) for c in class_names]
+    if task == "binary":
+        return ["negative", "positive"]
+    if task == "ordinal":
+        return [str(i) for i in range(width + 1)]
+    return [str(i) for i in range(width)]
+
+
+def _binary_arrays(y_true, y_prob):
+    y = np.asarray(y_true)
+    p = np.asarray(y_prob, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] == 2:  # two-column softmax → positive column
+        p = p[:, 1]
+    if y.ndim == 2 and y.shape[1] == 2:
+        y = y.argmax(axis=1)
+    return M._binary_labels(y), M._scores(p, "y_prob")
+
+
+def _labels_1d(y_true, num_classes: int) -> np.ndarray:
+    """Class indices from indices (n,)/(n,1) or one-hot (n, K)."""
+    y = np.asarray(y_true)
+    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+        return y.argmax(axis=1).astype(np.int64)
+    return M._as_1d(y, "y_true").astype(np.int64)
+
+
+def _ordinal_labels(y_true, num_classes: int) -> np.ndarray:
+    """Grades from indices or from cumulative targets (n, K-1)."""
+    y = np.asarray(y_true)
+    if y.ndim == 2 and y.shape[1] == num_classes - 1 and num_classes > 2:
+        return (y > 0.5).sum(axis=1).astype(np.int64)
+    return M._as_1d(y, "y_true").astype(np.int64)
+
+
+def _method_label(method: str | None) -> str:
+    name, target = parse_threshold_method(method)
+    return "youden" if name == "youden" else f"sensitivity:{target:g}"
+
+
+def _pick_threshold(threshold, y_val, p_val, method: str | None) -> dict:
+    """``{"value", "method", "source"}``: the given threshold, else chosen on validation, else 0.5."""
+    if threshold is not None:
+        return {"value": float(threshold), "method": method or "given", "source": "given"}
+    if y_val is not None and p_val is not None:
+        name, target = parse_threshold_method(method)
+        try:
+            value = M.select_threshold(y_val, p_val, name, target_sensitivity=target)
+            return {"value": value, "method": _method_label(method), "source": "validation"}
+        except ValueError as exc:
+            return {"value": 0.5, "method": "default", "source": f"default (validation unusable: {exc})"}
+    return {"value": 0.5, "method": "default", "source": "default"}
+
+
+def _curves_binary(y, p, label: str) -> tuple[dict, dict]:
+    fpr, tpr, _ = M.roc_curve(y, p)
+    prec, rec, _ = M.precision_recall_curve(y, p)
+    roc = {"label": label, "fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": M.roc_auc(y, p)}
+    pr = {"label": label, "precision": prec.tolist(), "recall": rec.tolist(), "ap": M.average_precision(y, p),
+          "prevalence": float(np.mean(y)) if y.size else None}
+    return roc, pr
+
+
+def evaluate_predictions(
+    y_true,
+    y_prob,
+    task: str,
+    *,
+    threshold: float | Sequence[float] | None = None,
+    threshold_method: str | None = None,
+    y_val=None,
+    p_val=None,
+    class_names: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    n_bins: int = 15,
+    spacing=None,
+    keys: Sequence[str] | None = None,
+    max_val: float = 1.0,
+) -> dict:
+    """Metrics for one task from arrays (no run folder needed).
+
+    Args:
+        y_true: labels. binary: 0/1 (n,); multiclass: indices (n,) or one-hot (n, K); multilabel:
+            (n, L) 0/1; ordinal: grades (n,) or cumulative targets (n, K-1); segmentation: a list of
+            label maps (or (n, *spatial) array; an overlapping-segment mask has a trailing channel
+            axis); restoration: clean images (n, ..., C).
+        y_prob: model outputs. binary: P(positive) (n,)/(n, 1); multiclass: (n, K) probabilities;
+            multilabel: (n, L); ordinal: cumulative (n, K-1); segmentation: list of probability maps
+            (*spatial, K) — softmax, or sigmoid channels (K=1 → one foreground class); restoration:
+            restored images.
+        task: binary | multiclass | multilabel | ordinal | segmentation | restoration.
+        threshold: operating point (binary) or one per label / one for all (multilabel); None →
+            chosen on ``(y_val, p_val)`` with ``threshold_method``, else 0.5.
+        threshold_method: "youden" (default) or "sensitivity:<target>".
+        y_val, p_val: validation labels/outputs for the threshold choice.
+        class_names: names of the classes/labels (segmentation: including background).
+        n_boot, ci, seed: AUC bootstrap replicates, coverage and seed.
+        n_bins: calibration bins.
+        spacing: segmentation only: one spacing (applied to all cases) or one per case (mm per voxel).
+        keys: pseudonymous per-case keys (segmentation / restoration per-case rows); default case_0001...
+        max_val: restoration only: dynamic range for PSNR/SSIM.
+
+    Returns:
+        ``{"task", "n", "class_names", "threshold", "metrics", "curves", ["per_case"]}`` ready for
+        :func:`medtf.evaluation.write_report`.
+
+    Raises:
+        ValueError: unknown task, or inputs with the wrong shape/values (named in the message).
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}. Received: {task!r}")
+    if task == "segmentation":
+        return evaluate_segmentation(y_true, y_prob, spacing=spacing, keys=keys, class_names=class_names)
+    if task == "restoration":
+        m = M.restoration_metrics(y_true, y_prob, max_val=max_val)
+        return {"task": task, "n": m["n"], "class_names": [], "threshold": None, "metrics": m, "curves": {},
+                "per_case": [{"case": k, "psnr": a, "ssim": b} for k, a, b in
+                             zip(keys or [f"case_{i + 1:04d}" for i in range(m["n"])], m["psnr"], m["ssim"])]}
+    kw = dict(n_boot=n_boot, ci=ci, seed=seed, n_bins=n_bins)
+    curves: dict[str, Any] = {}
+    if task == "binary":
+        y, p = _binary_arrays(y_true, y_prob)
+        yv = pv = None
+        if y_val is not None and p_val is not None:
+            yv, pv = _binary_arrays(y_val, p_val)
+        thr = _pick_threshold(None if threshold is None else float(np.ravel(threshold)[0]), yv, pv, threshold_method)
+        names = _class_names(task, class_names, 2)
+        m = M.binary_metrics(y, p, thr["value"], **kw)
+        roc, pr = _curves_binary(y, p, names[-1])
+        curves = {"roc": [roc], "pr": [pr],
+                  "operating_point": {"threshold": thr["value"], "sensitivity": m["sensitivity"], "specificity": m["specificity"]},
+                  "confusion": [{"matrix": m["confusion_matrix"], "names": names[:2], "title": f"threshold {thr['value']:.3f}"}]}
+        cal = M.calibration_bins(y, p, n_bins)
+        curves["calibration"] = {**cal, "ece": m["ece"], "xlabel": "predicted P(positive)", "ylabel": "observed positive rate"}
+        return {"task": task, "n": int(y.size), "class_names": names, "threshold": thr, "metrics": m, "curves": curves}
+
+    p = np.asarray(y_prob, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"{task} y_prob must be (n, units). Received shape: {p.shape}")
+    if not np.isfinite(p).all():
+        raise ValueError("`y_prob` contains NaN or infinite values")
+    if task == "multilabel":
+        y = np.asarray(y_true)
+        if y.shape != p.shape:
+            raise ValueError(f"multilabel y_true must be (n, {p.shape[1]}) like y_prob. Received shape: {y.shape}")
+        names = _class_names(task, class_names, p.shape[1])
+        given = None if threshold is None else np.broadcast_to(np.asarray(threshold, np.float64), (p.shape[1],))
+        yv = None if y_val is None else np.asarray(y_val)
+        pv = None if p_val is None else np.asarray(p_val, dtype=np.float64)
+        picks = [_pick_threshold(None if given is None else given[j], None if yv is None else yv[:, j],
+                                 None if pv is None else pv[:, j], threshold_method) for j in range(p.shape[1])]
+        thr_list = [t["value"] for t in picks]
+        m = M.multilabel_metrics(y, p, thr_list, **kw)
+        thr = {"value": None, "per_label": thr_list, "method": [t["method"] for t in picks],
+               "source": [t["source"] for t in picks]}
+        rocs, prs, cms = [], [], []
+        for j, name in enumerate(names):
+            yj = M._binary_labels(y[:, j])
+            if 0 < yj.sum() < yj.size:
+                r, q = _curves_binary(yj, p[:, j], name)
+                rocs.append(r)
+                prs.append(q)
+            cms.append({"matrix": m["per_label"][j]["confusion_matrix"], "names": ["0", "1"], "title": name})
+        cal = M.calibration_bins(y.ravel(), p.ravel(), n_bins)
+        curves = {"roc": rocs, "pr": prs, "confusion": cms,
+                  "calibration": {**cal, "ece": M.expected_calibration_error(y.ravel(), p.ravel(), n_bins),
+                                  "xlabel": "predicted probability (all labels)", "ylabel": "observed rate"}}
+        return {"task": task, "n": int(y.shape[0]), "class_names": names, "threshold": thr, "metrics": m, "curves": curves}
+
+    if task == "multiclass":
+        names = _class_names(task, class_names, p.shape[1])
+        y = _labels_1d(y_true, p.shape[1])
+        m = M.multiclass_metrics(y, p, **kw)
+        probs = p
+        pred = probs.argmax(axis=1)
+    else:  # ordinal
+        names = _class_names(task, class_names, p.shape[1])
+        k = len(names)
+        if p.shape[1] != k - 1:
+            raise ValueError(f"ordinal y_prob must have num_classes - 1 = {k - 1} cumulative units. Received shape: {p.shape}")
+        y = _ordinal_labels(y_true, k)
+        m = M.ordinal_metrics(y, p, **kw)
+        probs = M.ordinal_class_probs(p)
+        pred = M.ordinal_predict(p)
+    rocs, prs = [], []
+    for c, name in enumerate(names):
+        yc = (y == c).astype(np.int64)
+        if 0 < yc.sum() < yc.size:
+            r, q = _curves_binary(yc, probs[:, c], name)
+            rocs.append(r)
+            prs.append(q)
+    cal = M.calibration_bins(pred == y, probs.max(axis=1), n_bins)
+    curves = {"roc": rocs, "pr": prs, "confusion": [{"matrix": m["confusion_matrix"], "names": names, "title": "confusion matrix"}],
+              "calibration": {**cal, "ece": m["ece"], "xlabel": "confidence (top class)", "ylabel": "accuracy"}}
+    return {"task": task, "n": int(y.size), "class_names": names, "threshold": None, "metrics": m, "curves": curves}
+
+
+def probabilities_to_labels(prob: np.ndarray) -> tuple[np.ndarray, int, bool]:
+    """Segmentation output (*spatial, K) → (labels, num_classes incl. background, overlapping).
+
+    Softmax (K >= 2): argmax, K classes. One sigmoid channel: ``>= 0.5`` → {0, 1}, 2 classes.
+    """
+    prob = np.asarray(prob)
+    if prob.shape[-1] == 1:
+        return (prob[..., 0] >= 0.5).astype(np.int64), 2, False
+    return prob.argmax(axis=-1).astype(np.int64), prob.shape[-1], False
+
+
+def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_names=None, multilabel: bool = False) -> dict:
+    """Per-case, per-class Dice/IoU/HD95/HD/ASSD and their summary.
+
+    Args:
+        y_true: sequence of reference label maps (*spatial) — or (*spatial, C) binary channels when
+            ``multilabel`` (overlapping segments).
+        y_prob: sequence of model outputs (*spatial, K), or integer label maps of the same shape as
+            ``y_true`` (then used as they are).
+        spacing: one spacing for all cases or one per case (mm, array axis order); default 1 mm.
+        keys: pseudonymous case keys.
+        class_names: names incl. background.
+        multilabel: channels are independent binary segments (sigmoid, threshold 0.5).
+
+    Returns:
+        ``{"task": "segmentation", "n", "class_names", "metrics": summary, "per_case": [...], "curves": {}}``.
+    """
+    cases = []
+    n = len(y_true)
+    if len(y_prob) != n:
+        raise ValueError(f"y_true and y_prob must hold the same number of cases. Received: {n} and {len(y_prob)}")
+    sp_list = None
+    if spacing is not None:
+        per_case = len(spacing) == n and np.ndim(spacing[0]) == 1
+        sp_list = list(spacing) if per_case else [spacing] * n
+    num_classes = 2
+    for i in range(n):
+        t = np.asarray(y_true[i])
+        p = np.asarray(y_prob[i])
+        if multilabel:
+            pl = (p >= 0.5) if p.dtype.kind == "f" else p.astype(bool)
+            tl = t.astype(bool)
+            if pl.shape != tl.shape:
+                raise ValueError(f"case {i}: multilabel masks must have equal shapes. Received {pl.shape} and {tl.shape}")
+            metrics = {}
+            for c in range(tl.shape[-1]):
+                mc = M.segmentation_case_metrics(pl[..., c], tl[..., c], 2, None if sp_list is None else sp_list[i])[1]
+                metrics[c + 1] = mc
+            num_classes = tl.shape[-1] + 1
+        else:
+            if p.shape == t.shape and p.dtype.kind in "iub":
+                labels, k = p.astype(np.int64), max(int(p.max(initial=0)), int(t.max(initial=0))) + 1
+            else:
+                labels, k, _ = probabilities_to_labels(p)
+            if class_names:
+                k = max(k, len(class_names))
+            num_classes = max(num_classes, k)
+            if labels.shape != t.shape:
+                raise ValueError(f"case {i}: prediction spatial shape {labels.shape} != reference mask shape {t.shape}")
+            metrics = M.segmentation_case_metrics(labels, t, k, None if sp_list is None else sp_list[i])
+        key = keys[i] if keys is not None else f"case_{i + 1:04d}"
+        cases.append({"case": key, "metrics": metrics})
+    names = list(class_names) if class_names else (["background"] + [str(c) for c in range(1, num_classes)])
+    summary = M.summarize_segmentation(cases, names)
+    return {"task": "segmentation", "n": n, "class_names": names, "threshold": None, "metrics": summary,
+            "per_case": cases, "curves": {},
+            "notes": "Dice/IoU = 1 and distances = 0 when both masks are empty; distances are undefined "
+                     "(excluded, counted as undefined) when exactly one is empty. HD95 = max of the two directed "
+                     "95th percentiles of surface-to-surface distances; ASSD = mean of both directions pooled."}
+
+
+# --------------------------------------------------------------------------------------------------
+# run folders
+
+
+def _sliding_window(model, x: np.ndarray, patch: Sequence[int], overlap: float = 0.5, batch: int = 4) -> np.ndarray:
+    """Average overlapping patch predictions over an image larger than the model's fixed input."""
+    spatial = x.shape[:-1]
+    steps = [max(1, int(p * (1 - overlap))) for p in patch]
+    starts = []
+    for n, p, s in zip(spatial, patch, steps):
+        if n <= p:
+            starts.append([0])
+        else:
+            v = list(range(0, n - p + 1, s))
+            if v[-1] != n - p:
+                v.append(n - p)
+            starts.append(v)
+    pad = [(0, max(0, p - n)) for n, p in zip(spatial, patch)] + [(0, 0)]
+    xp = np.pad(x, pad)
+    grid = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(patch))
+    acc = None
+    count = np.zeros(xp.shape[:-1], np.float32)
+    for b in range(0, len(grid), batch):
+        corners = grid[b:b + batch]
+        tiles = np.stack([xp[tuple(slice(c, c + p) for c, p in zip(corner, patch))] for corner in corners])
+        out = np.asarray(model.predict_on_batch(tiles), dtype=np.float32)
+        if acc is None:
+            acc = np.zeros(xp.shape[:-1] + (out.shape[-1],), np.float32)
+        for corner, o in zip(corners, out):
+            sl = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+            acc[sl] += o
+            count[sl] += 1
+    acc /= count[..., None]
+    return acc[tuple(slice(0, n) for n in spatial)]
+
+
+def _predict_one(model, x: np.ndarray, tta: bool) -> np.ndarray:
+    """Prediction for one preprocessed image (sliding window when the model's input is smaller)."""
+    in_shape = tuple(model.inputs[0].shape[1:-1])
+    fixed = all(d is not None for d in in_shape)
+    spatial = x.shape[:-1]
+
+    def run(img):
+        if fixed and tuple(spatial) != in_shape:
+            return _sliding_window(model, img, in_shape)
+        return np.asarray(model.predict_on_batch(img[None]), dtype=np.float32)[0]
+
+    out = run(x)
+    if tta:
+        axis = len(spatial) - 1  # last spatial axis (left-right)
+        flipped = run(np.flip(x, axis=axis))
+        if out.ndim == x.ndim:  # dense output: flip back
+            flipped = np.flip(flipped, axis=axis)
+        out = (out + flipped) / 2.0
+    return out
+
+
+def _restore_size(prob: np.ndarray, orig_spatial: Sequence[int], spec) -> np.ndarray:
+    """Map a dense prediction back through the size step of ``spec`` to the records' grid."""
+    if tuple(prob.shape[:-1]) == tuple(orig_spatial):
+        return prob
+    from medtf.data import transforms
+
+    if spec.resize == "crop_or_pad":
+        return np.asarray(transforms.crop_or_pad(prob, list(orig_spatial)))
+    return np.asarray(transforms.resize(prob, list(orig_spatial), "linear"))
+
+
+def _records_examples(records_dir, split: str, spec, manifest: dict):
+    """Yield (preprocessed image, raw element dict) for every record of ``split``, in record order."""
+    import tensorflow as tf
+
+    from medtf.data.transforms import apply_preprocessing
+    from medtf.records import reader
+
+    ds = reader.load(records_dir, split)
+
+    def prep(e):
+        return {**e, "x": apply_preprocessing(e["image"], spec)}
+
+    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    for e in ds.as_numpy_iterator():
+        yield e
+
+
+def _split_count(manifest: dict, split: str) -> int | None:
+    return (manifest.get("splits", {}).get(split) or {}).get("examples")
+
+
+def _mask_array(mask: np.ndarray, spatial_dims: int) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.ndim == spatial_dims + 1 and m.shape[-1] == 1:
+        m = m[..., 0]
+    return m
+
+
+def _collect_classification(model, records_dir, split, spec, manifest, task, batch_size, tta, progress=True):
+    from tqdm.auto import tqdm
+
+    total = _split_count(manifest, split)
+    xs, labels, probs, patients = [], [], [], []
+
+    def flush():
+        if not xs:
+            return
+        xb = np.stack(xs)
+        out = np.asarray(model.predict_on_batch(xb), dtype=np.float64)
+        if tta:
+            out = (out + np.asarray(model.predict_on_batch(np.flip(xb, axis=xb.ndim - 2)), dtype=np.float64)) / 2
+        probs.append(out.reshape(len(xs), -1))
+        xs.clear()
+
+    for e in tqdm(_records_examples(records_dir, split, spec, manifest), total=total, desc=f"evaluate {split}",
+                  disable=not progress, unit="img"):
+        lab = np.asarray(e["label"])
+        if lab.size == 0:
+            raise ValueError(f"{records_dir}: split {split!r} has an unlabelled record; evaluation needs labels")
+        labels.append(lab)
+        patients.append(e["patient"].decode() if isinstance(e["patient"], bytes) else str(e["patient"]))
+        xs.append(e["x"])
+        if len(xs) >= batch_size:
+            flush()
+    flush()
+    if not labels:
+        raise ValueError(f"{records_dir}: split {split!r} has no records")
+    p = np.concatenate(probs, axis=0)
+    if task == "multilabel":
+        y = (np.stack(labels) > 0).astype(np.int64)
+    else:
+        y = np.array([int(v[0]) for v in labels], dtype=np.int64)
+        if task == "binary":
+            y = (y > 0).astype(np.int64)
+    return y, p, patients
+
+
+def _class_index_keys(patients: list[str]) -> list[str]:
+    return [f"case_{i + 1:04d}" for i in range(len(patients))]
+
+
+def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=None, records=None,
+                 n_boot: int = 1000, seed: int = 0, batch_size: int = 32, write: bool = True,
+                 progress: bool = True) -> dict:
+    """Evaluate a trained run on one split of its records and write the report.
+
+    Args:
+        run_dir: run folder written by ``medtf train`` (``model.keras`` + ``model.json``).
+        split: split name in the records manifest.
+        tta: flip test-time augmentation (average with the left-right flipped input; dense outputs are
+            flipped back).
+        out_dir: report folder; default ``RUN/eval-<split>``.
+        records: records directory, overriding ``model.json``'s ``records`` (e.g. when moved).
+        n_boot, seed: bootstrap replicates and seed of the AUC confidence interval.
+        batch_size: images per prediction call (classification).
+        write: write ``report.json``/PNGs/``report.html``/``predictions.csv``.
+        progress: show a progress bar.
+
+    Returns:
+        The report dict (see :func:`evaluate_predictions`) plus ``split``, ``run``, ``tta``, ``files``.
+
+    Raises:
+        FileNotFoundError: missing run files or records.
+        ValueError: unknown split, unlabelled records, or inputs not matching the model.
+    """
+    from medtf.records.reader import read_manifest
+    from medtf.training.run import RunInfo, load_model
+
+    from medtf.evaluation.report import to_jsonable, write_report
+
+    run_dir = pathlib.Path(run_dir)
+    info = RunInfo.load(run_dir)
+    records_dir = records or info.records
+    if not records_dir:
+        raise ValueError(f"{run_dir}/model.json has no 'records' directory; pass records= (--records)")
+    records_dir = pathlib.Path(records_dir)
+    if not records_dir.is_absolute() and not records_dir.exists():
+        records_dir = run_dir / records_dir
+    manifest = read_manifest(records_dir)
+    if split not in manifest.get("splits", {}):
+        raise ValueError(f"{records_dir}: no split {split!r}; the manifest has {sorted(manifest.get('splits', {}))}")
+    model = load_model(run_dir)
+    spec = info.preprocessing
+    task = info.task
+    names = list(info.class_names) or None
+    common = dict(n_boot=n_boot, seed=seed)
+
+    if task in CLASSIFICATION_TASKS:
+        y, p, patients = _collect_classification(model, records_dir, split, spec, manifest, task, batch_size, tta, progress)
+        yv = pv = None
+        thr = info.threshold
+        if task == "multilabel":
+            thr = info.extra.get("thresholds", thr)
+        needs_val = task in ("binary", "multilabel") and thr is None
+        val_split = (info.data or {}).get("val_split") or "val"
+        if needs_val and val_split in manifest.get("splits", {}) and val_split != split:
+            yv, pv, _ = _collect_classification(model, records_dir, val_split, spec, manifest, task, batch_size, tta, progress)
+        report = evaluate_predictions(y, p, task, threshold=thr, threshold_method=info.threshold_method,
+                                      y_val=yv, p_val=pv, class_names=names, **common)
+        if isinstance(report.get("threshold"), dict) and thr is not None:
+            report["threshold"]["source"] = "model.json"
+        keys = _class_index_keys(patients)
+        rows = [{"case": k, "patient": pt, "label": (y[i].tolist() if y.ndim > 1 else int(y[i])),
+                 "probabilities": p[i].tolist()} for i, (k, pt) in enumerate(zip(keys, patients))]
+    elif task == "segmentation":
+        from tqdm.auto import tqdm
+
+        sd = int(info.spatial_dims)
+        trues, preds, spacings, patients = [], [], [], []
+        multilabel = False
+        for e in tqdm(_records_examples(records_dir, split, spec, manifest), total=_split_count(manifest, split),
+                      desc=f"evaluate {split}", disable=not progress, unit="case"):
+            mask = _mask_array(e["mask"], sd)
+            if mask.size == 0:
+                raise ValueError(f"{records_dir}: split {split!r} has a record without a mask; segmentation needs masks")
+            prob = _predict_one(model, e["x"], tta)
+            prob = _restore_size(prob, e["image"].shape[:-1], spec)
+            multilabel = mask.ndim == sd + 1
+            preds.append((prob >= 0.5) if multilabel else probabilities_to_labels(prob)[0])
+            trues.append(mask)
+            spacings.append(tuple(float(s) for s in e["spacing"][:sd]) if np.size(e["spacing"]) >= sd else None)
+            patients.append(e["patient"].decode() if isinstance(e["patient"], bytes) else str(e["patient"]))
+        if not trues:
+            raise ValueError(f"{records_dir}: split {split!r} has no records")
+        keys = _class_index_keys(patients)
+        spacing = [s if s is not None else (1.0,) * sd for s in spacings]
+        report = evaluate_segmentation(trues, preds, spacing=spacing, keys=keys, class_names=names, multilabel=multilabel)
+        for case, pt in zip(report["per_case"], patients):
+            case["patient"] = pt
+        rows = [{"case": c["case"], "patient": c["patient"],
+                 **{f"dice_{k}": v["dice"] for k, v in c["metrics"].items()},
+                 **{f"hd95_{k}": v["hd95"] for k, v in c["metrics"].items()}} for c in report["per_case"]]
+    elif task == "restoration":
+        report, rows = _evaluate_restoration(model, info, records_dir, split, tta)
+    else:  # pragma: no cover - RunInfo validates the task
+        raise ValueError(f"unsupported task {task!r}")
+
+    report.update({"split": split, "tta": bool(tta), "run": {"name": info.name, "task": task,
+                   "input_shape": list(info.input_shape), "medtf_version": info.medtf_version}})
+    if write:
+        out = pathlib.Path(out_dir) if out_dir is not None else run_dir / f"eval-{split}"
+        files = write_report(report, out, title=f"medtf evaluation — {info.name} ({task}), split {split}")
+        if rows:
+            csv_path = out / "predictions.csv"
+            fields = list(rows[0])
+            with open(csv_path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+                w.writeheader()
+                for r in rows:
+                    w.writerow({k: (to_jsonable(v) if not isinstance(v, list) else " ".join(f"{x:.6g}" for x in np.ravel(v)))
+                                for k, v in r.items()})
+            files["predictions"] = csv_path
+        report["files"] = {k: str(v) for k, v in files.items()}
+    return report
+
+
+def _evaluate_restoration(model, info, records_dir, split, tta):
+    """PSNR/SSIM of model(x) vs y from ``build_dataset(..., training=False)`` (degradation from the data config)."""
+    from medtf.data import DataConfig, build_dataset
+
+    cfg = DataConfig.from_dict(dict(info.data)) if info.data else DataConfig(label_mode="image")
+    cfg = cfg.replace(class_balance=None, repeat=False, drop_remainder=False, cache=None)
+    ds = build_dataset(records_dir, split, cfg, training=False, seed=0)
+    ys, preds, xs = [], [], []
+    for batch in ds.as_numpy_iterator():
+        x, y = batch[0], batch[1]
+        out = np.asarray(model.predict_on_batch(x), dtype=np.float32)
+        if tta:
+            ax = x.ndim - 2
+            out = (out + np.flip(np.asarray(model.predict_on_batch(np.flip(x, ax)), np.float32), ax)) / 2
+        ys.append(y)
+        preds.append(out)
+        xs.append(x)
+    y = np.concatenate(ys)
+    p = np.concatenate(preds)
+    x = np.concatenate(xs)
+    max_val = float(info.extra.get("max_val", 1.0))
+    report = evaluate_predictions(y, p, "restoration", max_val=max_val)
+    if x.shape == y.shape:
+        base = M.restoration_metrics(y, x, max_val=max_val)
+        report["metrics"]["baseline"] = {k: base[k] for k in ("psnr", "ssim", "psnr_mean", "ssim_mean")}
+    rows = [{"case": c["case"], "psnr": c["psnr"], "ssim": c["ssim"]} for c in report["per_case"]]
+    return report, rows
