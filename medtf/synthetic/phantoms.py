@@ -61,16 +61,20 @@ class PhantomSet:
         root: the output directory.
         kind: "cxr" | "ct" | "mri".
         items: one dict per labelled unit (a CXR file, a CT series directory, an MRI study), with
-            ``path`` (relative to ``root``, POSIX), ``label`` (int), ``patient`` (fake patient ID),
-            ``study`` (1-based) and kind-specific extras (``transfer_syntax``, ``photometric``,
+            ``path`` (relative to ``images_dir``, POSIX), ``label`` (int), ``patient`` (fake patient
+            ID), ``study`` (1-based) and kind-specific extras (``transfer_syntax``, ``photometric``,
             ``nodules``, ``mask``...).
-        labels_csv: path of ``labels.csv`` (``path,label``).
+        labels_csv: ``root/labels.csv`` (``path,label``; paths relative to ``images_dir``, which is
+            what ``tfrecord-convert images_dir --labels labels.csv`` expects).
+        images_dir: ``root/dicom`` (CXR, CT) or ``root/nifti`` (MRI): only image files, so the
+            converter can take it as its input without rejecting the CSV/JSON side files.
     """
 
     root: pathlib.Path
     kind: str
     items: tuple[dict, ...]
     labels_csv: pathlib.Path
+    images_dir: pathlib.Path
 
     @property
     def labels(self) -> dict[str, int]:
@@ -314,7 +318,8 @@ def write_cxr_phantoms(
 ) -> PhantomSet:
     """Write DX chest-X-ray phantoms, one DICOM file per study, and ``labels.csv`` (1 = opacity).
 
-    Layout: ``out/pNNNN/sNN/cxr.dcm``. Transfer syntaxes cycle through ``transfer_syntaxes``; a
+    Layout: ``out/dicom/pNNNN/sNN/cxr.dcm``, ``out/labels.csv`` (paths relative to ``out/dicom``),
+    ``out/phantoms.json``. Transfer syntaxes cycle through ``transfer_syntaxes``; a
     ``monochrome1_fraction`` of the files are MONOCHROME1 (stored = 4095 − displayed value,
     PresentationLUTShape INVERSE). Labels are balanced: exactly ``round(n * positive_fraction)``
     positives, randomly placed.
@@ -345,6 +350,7 @@ def write_cxr_phantoms(
     if unknown or not transfer_syntaxes:
         raise ValueError(f"transfer_syntaxes must be a non-empty subset of {sorted(TRANSFER_SYNTAXES)}. Received: {list(transfer_syntaxes)}")
     root = _prepare_out(out)
+    images = root / "dicom"
     n = n_patients * studies_per_patient
     plan = _rng(seed, "cxr")
     labels = _balanced_labels(plan, n, positive_fraction)
@@ -387,7 +393,7 @@ def write_cxr_phantoms(
         ds.WindowCenter, ds.WindowWidth = 2048, 4096
         ds.LossyImageCompression = "00"
         rel = f"p{p:04d}/s{s:02d}/cxr.dcm"
-        _save(ds, root / rel, stored)
+        _save(ds, images / rel, stored)
         items.append({
             "path": rel, "label": int(labels[i]), "patient": ds.PatientID, "study": s,
             "transfer_syntax": ts_name, "photometric": photometric, "opacities": info["opacities"],
@@ -398,7 +404,7 @@ def write_cxr_phantoms(
         "positive_fraction": positive_fraction, "transfer_syntaxes": list(transfer_syntaxes),
         "monochrome1_fraction": monochrome1_fraction, "pixel_spacing_mm": spacing,
     }, items)
-    return PhantomSet(root, "cxr", tuple(items), labels_csv)
+    return PhantomSet(root, "cxr", tuple(items), labels_csv, images)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -521,8 +527,8 @@ def write_ct_phantoms(
 ) -> PhantomSet:
     """Write axial CT phantom series (one DICOM file per slice), ``labels.csv`` and ``nodules.csv``.
 
-    Layout: ``out/pNNNN/sNN/ct/IM-KKKK.dcm``; ``labels.csv`` has one row per series directory
-    (label 1 = at least one nodule). Stored values are HU + 1024 (unsigned 12 bits, RescaleIntercept
+    Layout: ``out/dicom/pNNNN/sNN/ct/IM-KKKK.dcm``; ``out/labels.csv`` has one row per series
+    directory relative to ``out/dicom`` (label 1 = at least one nodule). Stored values are HU + 1024 (unsigned 12 bits, RescaleIntercept
     −1024, RescaleSlope 1). ``nodules.csv`` lists each nodule centre in patient coordinates (LPS mm)
     and in voxels, with its radius.
 
@@ -559,6 +565,7 @@ def write_ct_phantoms(
     if unknown or not transfer_syntaxes:
         raise ValueError(f"transfer_syntaxes must be a non-empty subset of {sorted(TRANSFER_SYNTAXES)}. Received: {list(transfer_syntaxes)}")
     root = _prepare_out(out)
+    images = root / "dicom"
     n = n_patients * studies_per_patient
     plan = _rng(seed, "ct")
     labels = _balanced_labels(plan, n, positive_fraction)
@@ -607,7 +614,7 @@ def write_ct_phantoms(
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
             ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
             ds.WindowCenter, ds.WindowWidth = -600, 1500
-            _save(ds, root / rel_dir / f"IM-{k + 1:04d}.dcm", stored_all[k])
+            _save(ds, images / rel_dir / f"IM-{k + 1:04d}.dcm", stored_all[k])
         for nd in nodules:
             k, i, j = nd["center_vox"]
             lps = (x0 + j * ps, y0 + i * ps, z_top - k * slice_thickness)
@@ -628,7 +635,7 @@ def write_ct_phantoms(
         "nodule_radius_mm": list(nodule_radius_mm), "max_nodules": max_nodules,
         "transfer_syntaxes": list(transfer_syntaxes), "hu": CT_HU,
     }, items)
-    return PhantomSet(root, "ct", tuple(items), labels_csv)
+    return PhantomSet(root, "ct", tuple(items), labels_csv, images)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -711,7 +718,7 @@ def write_mri_phantoms(
 ) -> PhantomSet:
     """Write MRI-like NIfTI volumes (``flair.nii.gz``, ``t1c.nii.gz``) with tumour masks (``mask.nii.gz``).
 
-    Layout: ``out/pNNNN/sNN/{flair,t1c,mask}.nii.gz``. NIfTI arrays are (x = col, y = row, z = slice)
+    Layout: ``out/nifti/pNNNN/sNN/{flair,t1c,mask}.nii.gz`` (paths in the CSVs relative to ``out/nifti``). NIfTI arrays are (x = col, y = row, z = slice)
     with an affine of ``spacing``; :func:`mri_volume` returns (slice, row, col). ``labels.csv`` lists each
     FLAIR file with label 1 when a tumour is present; ``pairs.csv`` has ``image,channels,mask`` rows.
 
@@ -740,6 +747,7 @@ def write_mri_phantoms(
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be 3 positive values. Received: {tuple(spacing)}")
     root = _prepare_out(out)
+    images = root / "nifti"
     n = n_patients * studies_per_patient
     labels = _balanced_labels(_rng(seed, "mri"), n, tumor_fraction)
     sz, sy, sx = (float(v) for v in spacing)
@@ -749,14 +757,14 @@ def write_mri_phantoms(
         p, s = idx // studies_per_patient + 1, idx % studies_per_patient + 1
         chans, mask = mri_volume(_rng(seed, "mri", idx), shape, tumor=bool(labels[idx]))
         rel = f"p{p:04d}/s{s:02d}"
-        (root / rel).mkdir(parents=True, exist_ok=True)
+        (images / rel).mkdir(parents=True, exist_ok=True)
         for name, arr in chans.items():
             img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), affine)
             img.header.set_xyzt_units("mm")
-            nib.save(img, str(root / rel / f"{name}.nii.gz"))
+            nib.save(img, str(images / rel / f"{name}.nii.gz"))
         m = nib.Nifti1Image(np.ascontiguousarray(mask.transpose(2, 1, 0)), affine)
         m.header.set_xyzt_units("mm")
-        nib.save(m, str(root / rel / "mask.nii.gz"))
+        nib.save(m, str(images / rel / "mask.nii.gz"))
         items.append({
             "path": f"{rel}/flair.nii.gz", "label": int(labels[idx]), "patient": f"PHANTOM-MR-{p:04d}", "study": s,
             "channels": [f"{rel}/flair.nii.gz", f"{rel}/t1c.nii.gz"], "mask": f"{rel}/mask.nii.gz",
@@ -772,7 +780,7 @@ def write_mri_phantoms(
         "n_patients": n_patients, "studies_per_patient": studies_per_patient, "shape": list(shape),
         "spacing": list(spacing), "seed": seed, "tumor_fraction": tumor_fraction, "mask_labels": MRI_LABELS,
     }, items)
-    return PhantomSet(root, "mri", tuple(items), labels_csv)
+    return PhantomSet(root, "mri", tuple(items), labels_csv, images)
 
 
 def write_phantoms(kind: str, out, **kwargs) -> PhantomSet:

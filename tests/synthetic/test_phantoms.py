@@ -42,7 +42,7 @@ def ct(tmp_path_factory):
 def test_cxr_files_decode_with_headers_and_transfer_syntaxes(cxr):
     seen_ts, seen_pi = set(), set()
     for i, item in enumerate(cxr.items):
-        ds = pydicom.dcmread(cxr.root / item["path"])
+        ds = pydicom.dcmread(cxr.images_dir / item["path"])
         assert ds.SOPClassUID == ph.DX_SOP_CLASS and ds.Modality == "DX"
         assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (16, 12, 11, 0)
         assert ds.Rows == ds.Columns == 64
@@ -70,7 +70,7 @@ def test_cxr_several_studies_per_patient_and_balanced_labels(cxr):
     assert labels.count(1) == labels.count(0) == 4
     studies = {}
     for item in cxr.items:
-        ds = pydicom.dcmread(cxr.root / item["path"], stop_before_pixels=True)
+        ds = pydicom.dcmread(cxr.images_dir / item["path"], stop_before_pixels=True)
         studies.setdefault(ds.PatientID, set()).add(ds.StudyInstanceUID)
     assert len(studies) == 4 and all(len(s) == 2 for s in studies.values())
     summary = json.loads((cxr.root / "phantoms.json").read_text())
@@ -93,7 +93,7 @@ def test_cxr_opacity_signal_is_learnable():
 
 def test_ct_series_geometry_and_hu(ct):
     item = next(it for it in ct.items if it["label"] == 1)
-    files = sorted((ct.root / item["path"]).glob("*.dcm"))
+    files = sorted((ct.images_dir / item["path"]).glob("*.dcm"))
     assert len(files) == 16
     dss = [pydicom.dcmread(f) for f in files]
     assert {d.SeriesInstanceUID for d in dss} == {dss[0].SeriesInstanceUID}
@@ -129,8 +129,8 @@ def test_mri_volumes_and_masks(tmp_path):
     nib = pytest.importorskip("nibabel")
     out = ph.write_mri_phantoms(tmp_path, n_patients=1, studies_per_patient=2, shape=(16, 32, 32), seed=1)
     item = out.items[0]
-    mask = np.asarray(nib.load(out.root / item["mask"]).dataobj)
-    flair = np.asarray(nib.load(out.root / item["channels"][0]).dataobj)
+    mask = np.asarray(nib.load(out.images_dir / item["mask"]).dataobj)
+    flair = np.asarray(nib.load(out.images_dir / item["channels"][0]).dataobj)
     assert mask.shape == flair.shape == (32, 32, 16)
     assert set(np.unique(mask)) <= {0, 1, 2, 4} and (mask == 4).any() and (mask == 2).any()
     # oedema is FLAIR-bright relative to normal brain
@@ -177,3 +177,29 @@ def test_data_tools_script(tmp_path):
         check=True, cwd=REPO, capture_output=True,
     )
     assert len(list(csv.DictReader(open(tmp_path / "labels.csv")))) == 2
+
+
+def test_cxr_phantoms_convert_losslessly(tmp_path):
+    """tfrecord-convert reads every phantom (all transfer syntaxes, MONOCHROME1 inverted to display values)."""
+    tf = pytest.importorskip("tensorflow")
+    from medtf.records.convert import ConvertConfig, convert
+    from medtf.records.schema import parse_example
+
+    s = ph.write_cxr_phantoms(tmp_path / "ph", n_patients=4, studies_per_patient=2, size=32, seed=2)
+    res = convert(ConvertConfig(inputs=(str(s.images_dir),), output=str(tmp_path / "rec"), labels=str(s.labels_csv),
+                                progress=False))
+    m = res.manifest
+    assert m["counts"]["rejected_files"] == 0 and m["counts"]["examples"] == 8
+    key_to_path = {f["key"]: f["path"] for f in m["files"]}
+    index = {it["path"]: i for i, it in enumerate(s.items)}
+    seen = 0
+    for split in m["splits"].values():
+        for shard in split["shards"]:
+            for rec in tf.data.TFRecordDataset(str(tmp_path / "rec" / shard)):
+                ex = parse_example(rec, m["image_dtype"])
+                i = index[key_to_path[ex["source"].numpy().decode()]]
+                expected, _ = ph.cxr_image(ph._rng(2, "cxr", i), 32, opacity=bool(s.items[i]["label"]))
+                np.testing.assert_array_equal(ex["image"].numpy()[..., 0], expected)
+                assert ex["label"].numpy().tolist() == [s.items[i]["label"]]
+                seen += 1
+    assert seen == 8
