@@ -20,8 +20,7 @@ def make_schedule(cfg, learning_rate: float, *, steps_per_epoch: int, epochs: in
         ``initial_fraction·lr`` to ``lr`` over the warmup steps, then cosine decay to ``alpha·lr`` at the
         last step (for "constant" the decay is flat: ``alpha = 1``).
 
-    Raises:
-        ValueError: warmup as long as or longer than training.
+    A warmup as long as training is shortened to ``total − 1`` steps (with a warning).
     """
     import keras
 
@@ -29,7 +28,11 @@ def make_schedule(cfg, learning_rate: float, *, steps_per_epoch: int, epochs: in
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(math.ceil(cfg.warmup_epochs * steps_per_epoch))
     warmup = int(warmup)
     if warmup >= total and warmup > 0:
-        raise ValueError(f"schedule warmup ({warmup} steps) must be shorter than training ({total} steps)")
+        import warnings
+
+        warnings.warn(f"schedule warmup ({warmup} steps) is not shorter than training ({total} steps); "
+                      f"using {total - 1} warmup steps", RuntimeWarning, stacklevel=2)
+        warmup = total - 1
     alpha = 1.0 if cfg.name == "constant" else float(cfg.alpha)
     if cfg.name == "constant" and warmup == 0:
         return float(learning_rate)
