@@ -18,14 +18,14 @@ __all__ = ["register", "get_builder", "build", "available"]
 
 # Built-in names and the module whose import registers them (kept in sync by tests/models/test_registry.py).
 _BUILTIN_MODULES: dict[str, str] = {
-    "efficientnet": "medtf.models.efficientnet",
-    "densenet3d_cbam": "medtf.models.densenet3d",
-    "xception_multiscale": "medtf.models.xception",
-    "unet": "medtf.models.unet",
-    "resnet3d": "medtf.models.resnet3d",
-    "attention_mil": "medtf.models.mil",
-    "restoration_unet": "medtf.models.restoration",
-    "simple_cnn": "medtf.models.simple",
+    "efficientnet": "medtf.models._efficientnet",
+    "densenet3d_cbam": "medtf.models._densenet3d",
+    "xception_multiscale": "medtf.models._xception",
+    "unet": "medtf.models._unet",
+    "resnet3d": "medtf.models._resnet3d",
+    "attention_mil": "medtf.models._mil",
+    "restoration_unet": "medtf.models._restoration",
+    "simple_cnn": "medtf.models._simple",
 }
 
 _REGISTRY: dict[str, Callable] = {}
