@@ -127,7 +127,8 @@ class Pseudonymizer:
 # --------------------------------------------------------------------------------------------------
 # PS3.15 Annex E, Table E.1-1: attributes the Basic Application Level Confidentiality Profile removes
 # or replaces (names, IDs, dates/times, UIDs, addresses, institutions, physicians, comments, ...).
-# Private tags are removed as well (see :func:`deidentify_dataset`).
+# Private tags and the repeating-group Overlay Comments (60xx,4000) / curve data (50xx,xxxx) are removed
+# as well (see :func:`deidentify_dataset`).
 ANNEX_E_KEYWORDS: tuple[str, ...] = (
     "AccessionNumber", "AcquisitionComments", "AcquisitionContextSequence", "AcquisitionDate",
     "AcquisitionDateTime", "AcquisitionDeviceProcessingDescription", "AcquisitionProtocolDescription",
@@ -162,7 +163,7 @@ ANNEX_E_KEYWORDS: tuple[str, ...] = (
     "ModifiedImageDescription", "ModifyingDeviceID", "NamesOfIntendedRecipientsOfResults", "NetworkID",
     "ObservationUID", "Occupation", "OperatorIdentificationSequence", "OperatorsName",
     "OrderCallbackPhoneNumber", "OrderEnteredBy", "OrderEntererLocation", "OriginalAttributesSequence",
-    "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "OverlayComments", "OverlayDate",
+    "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "OverlayDate",
     "OverlayTime", "PaletteColorLookupTableUID", "ParticipantSequence", "PatientAddress", "PatientAge",
     "PatientBirthDate", "PatientBirthName", "PatientBirthTime", "PatientComments", "PatientID",
     "PatientInsurancePlanCodeSequence", "PatientMotherBirthName", "PatientName",

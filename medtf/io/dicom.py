@@ -77,7 +77,8 @@ def looks_like_dicom(path) -> bool:
     # raw dataset without preamble: first tag must be a plausible group (0002/0008) little/big endian
     group_le = int.from_bytes(head[0:2], "little")
     group_be = int.from_bytes(head[0:2], "big")
-    if group_le not in (0x0002, 0x0008) and group_be not in (0x0002, 0x0008):
+    plausible = (0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028)
+    if group_le not in plausible and group_be not in plausible:
         return False
     try:
         ds = read_header(path)
@@ -317,6 +318,8 @@ def decode_pixels(path, ds, options: ReadOptions) -> tuple[np.ndarray, dict]:
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input
         raise ReadError(path, f"pixel data could not be decoded ({type(exc).__name__}: {deid.scrub(str(exc), ds)})") from None
     arr = np.asarray(arr)
+    if arr.dtype.byteorder not in ("=", "|"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian transfer syntaxes → native order
     meta["dtype_stored"] = str(arr.dtype)
     expected_ndim = (3 if frames > 1 else 2) + (1 if samples > 1 else 0)
     if arr.ndim != expected_ndim:

@@ -75,7 +75,7 @@ def read_nifti(path, *, patient: str, options: ReadOptions = ReadOptions(), moda
         modality: tag to store (e.g. "MR").
 
     Returns:
-        Image with array (D, H, W, C) in the file's dtype (scaled to float when scl_slope/inter ask).
+        Image with array (D, H, W, C) in the file's dtype, or float32 when scl_slope/scl_inter scale it (as ITK).
 
     Raises:
         ReadError: unreadable, not 3D/4D, too large.
@@ -91,10 +91,19 @@ def read_nifti(path, *, patient: str, options: ReadOptions = ReadOptions(), moda
     if int(np.prod(shape, dtype=np.int64)) > options.max_pixels:
         raise ReadError(path, f"header claims {int(np.prod(shape, dtype=np.int64))} voxels, more than max_pixels={options.max_pixels}")
     try:
-        data = np.asanyarray(img.dataobj)
+        proxy = img.dataobj
+        slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+        if slope == 1.0 and inter == 0.0:
+            data = np.asanyarray(proxy)  # stored dtype, exact
+            scaled = False
+        else:  # like ITK: scaled voxels are returned as float32
+            data = np.asarray(proxy, dtype=np.float64).astype(np.float32)
+            scaled = True
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt payload
         raise ReadError(path, f"NIfTI voxel data could not be read ({type(exc).__name__})") from None
     data = data.reshape(shape)
+    if data.dtype.byteorder not in ("=", "|"):
+        data = data.astype(data.dtype.newbyteorder("="))
     if data.ndim == 3:
         arr = data.transpose(2, 1, 0)[..., None]
     elif data.ndim == 4:
@@ -102,7 +111,7 @@ def read_nifti(path, *, patient: str, options: ReadOptions = ReadOptions(), moda
     else:  # (i, j, k, 1, c): ITK vector image
         arr = data[:, :, :, 0, :].transpose(2, 1, 0, 3)
     spacing, origin, direction, which = nifti_geometry(img)
-    meta = {"format": "nifti", "nifti_xform": which}
+    meta = {"format": "nifti", "nifti_xform": which, "modality_lut": "scl_slope" if scaled else "none"}
     intent = img.header.get_intent()[0]
     if isinstance(intent, str) and intent.replace(" ", "").isalnum():
         meta["nifti_intent"] = intent

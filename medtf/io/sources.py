@@ -39,6 +39,9 @@ def classify(path) -> tuple[str | None, str]:
     if size == 0:
         return None, "empty file"
     name = path.name.lower()
+    # DICOM first: a DICOM preamble may legally hold a TIFF header (dual-personality files)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom", ""
     if head.startswith(_PNG) or head.startswith(_JPEG) or head[:4] in _TIFF:
         return "image", ""
     if head.startswith(b"PK\x03\x04"):
