@@ -1,0 +1,212 @@
+"""``medtf export RUN --format ...``: SavedModel / TFLite exports with a parity gate.
+
+Exit codes: 0 every export passed its parity gate; 1 an export exceeded its gate (QAT suggested);
+2 usage; 3 failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+FORMAT_CHOICES = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "all")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a trained run to SavedModel (TF Serving) / LiteRT and check parity",
+        description="Export RUN (a folder written by `medtf train`) and evaluate every artifact on the test "
+                    "split against the Keras model; exits 1 when a parity gate is exceeded.",
+    )
+    p.add_argument("run", help="run folder (model.keras + model.json + config.yaml)")
+    p.add_argument("--format", action="append", choices=FORMAT_CHOICES, default=None,
+                   help="export format (repeatable); default: all")
+    p.add_argument("--out", default=None, help="output folder (default RUN/export)")
+    p.add_argument("--qat", action="store_true", help="int8 via quantization-aware training (tf-keras + tfmot)")
+    p.add_argument("--prune", type=float, default=None, metavar="SPARSITY",
+                   help="prune to this sparsity while fine-tuning (0-1), then convert")
+    p.add_argument("--qat-epochs", type=int, default=None, help="fine-tuning epochs (default: the run config's)")
+    p.add_argument("--target", choices=("ai-edge-litert", "tflite-runtime-2.14"), default="ai-edge-litert",
+                   help="runtime the TFLite files must run on")
+    p.add_argument("--io", choices=("int8", "uint8", "float32"), default="int8", help="int8 model I/O type")
+    p.add_argument("--calibration-examples", type=int, default=500, help="int8 calibration examples (>= 200)")
+    p.add_argument("--gate", default=None, help="parity gates, e.g. 'int8=0.01,fp16=0.001' (max metric drop)")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity evaluation (and the gate)")
+    p.add_argument("--max-test", type=int, default=None, help="evaluate on at most this many test examples")
+    p.add_argument("--name", default=None, help="served model name (default: the run folder name)")
+    p.add_argument("--version", type=int, default=1, help="SavedModel version folder")
+    p.add_argument("--data", default=None,
+                   help="npz with preprocessed x_train/y_train/x_test/y_test instead of the run's records")
+    p.set_defaults(func=run)
+
+
+def _arrays_from_dataset(ds, limit: int | None):
+    import numpy as np
+
+    xs, ys, n = [], [], 0
+    for batch in ds:
+        x, y = batch[0], batch[1]
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+        n += len(xs[-1])
+        if limit is not None and n >= limit:
+            break
+    if not xs:
+        return None, None
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def _load_data(run_dir: pathlib.Path, args, n_train: int):
+    """(x_train, y_train, x_test, y_test, epochs) from --data or the run's records pipeline."""
+    import numpy as np
+
+    if args.data:
+        d = np.load(args.data)
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in d]
+        if missing:
+            raise ValueError(f"--data {args.data}: missing arrays {missing} (expected x_train, y_train, x_test, y_test)")
+        return d["x_train"][:n_train], d["y_train"][:n_train], d["x_test"], d["y_test"], None
+    from medtf.data import build_dataset
+    from medtf.training.config import load_config
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: no config.yaml; pass --data NPZ with preprocessed arrays")
+    cfg = load_config(cfg_path)
+    records = pathlib.Path(cfg.records)
+    if not records.is_absolute() and not records.exists():
+        records = run_dir / records
+    xt, yt = _arrays_from_dataset(build_dataset(records, cfg.train_split, cfg.data, training=False, seed=cfg.seed),
+                                  n_train)
+    xs, ys = _arrays_from_dataset(build_dataset(records, cfg.test_split, cfg.data, training=False, seed=cfg.seed),
+                                  args.max_test)
+    return xt, yt, xs, ys, cfg.epochs
+
+
+def _targets(task: str, y, n_out: int):
+    """Targets shaped like the model output for QAT fine-tuning."""
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == n_out:
+        return y.astype("float32")
+    y = y.reshape(len(y)).astype(int)
+    if task == "multiclass":
+        return np.eye(n_out, dtype="float32")[y]
+    if task == "ordinal":
+        return (y[:, None] > np.arange(n_out)[None]).astype("float32")
+    return y[:, None].astype("float32")
+
+
+def run(args) -> int:
+    from medtf.cli.main import EXIT_CHECK_FAILED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+    run_dir = pathlib.Path(args.run)
+    formats = args.format or ["all"]
+    if "all" in formats:
+        formats = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
+        if args.target == "tflite-runtime-2.14":
+            print("note: tflite-dynamic skipped for --target tflite-runtime-2.14 (its kernels are missing there)")
+            formats.remove("tflite-dynamic")
+    if args.prune is not None and not 0 < args.prune < 1:
+        print(f"error: --prune must be in (0, 1). Received: {args.prune}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.calibration_examples < 200:
+        print(f"error: --calibration-examples must be >= 200. Received: {args.calibration_examples}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from medtf.export import litert, parity
+        from medtf.export.saved_model import export_saved_model
+        from medtf.training.run import RunInfo, load_model
+
+        gates = parity.parse_gates(args.gate)
+        info = RunInfo.load(run_dir)
+        model = load_model(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for fmt in formats:
+        if fmt != "savedmodel" and (args.target, fmt) in litert.INCOMPATIBLE:
+            print(f"error: {fmt} cannot run on {args.target}: {litert.INCOMPATIBLE[(args.target, fmt)]}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    out = pathlib.Path(args.out) if args.out else run_dir / "export"
+    name = args.name or run_dir.resolve().name
+    try:
+        need_train = any(f == "tflite-int8" for f in formats) or args.qat or args.prune is not None
+        n_train = max(args.calibration_examples, 2000 if (args.qat or args.prune) else 0)
+        x_train = y_train = x_test = y_test = None
+        epochs = None
+        if need_train or not args.no_parity:
+            x_train, y_train, x_test, y_test, epochs = _load_data(run_dir, args, n_train if need_train else 1)
+        calibration = None if x_train is None else x_train[: args.calibration_examples]
+        from medtf.export.metadata import sha256_file
+
+        model_file = run_dir / "model.keras"
+        common = dict(preprocessing=info.preprocessing.to_dict(), task=info.task, class_names=list(info.class_names),
+                      threshold=info.threshold, source_run=str(run_dir), name=name,
+                      source_sha256=sha256_file(model_file) if model_file.is_file() else None)
+        artifacts: dict[str, pathlib.Path] = {}
+        for fmt in formats:
+            print(f"exporting {fmt} …", flush=True)
+            if fmt == "savedmodel":
+                artifacts[fmt] = export_saved_model(model, out / "savedmodel", preprocessing=info.preprocessing,
+                                                    name=name, version=args.version,
+                                                    metadata={"task": info.task,
+                                                              "class_names": list(info.class_names),
+                                                              "threshold": info.threshold,
+                                                              "source": {"run": str(run_dir)}})
+                continue
+            path = out / f"{name}_{fmt.replace('tflite-', '')}.tflite"
+            litert.export_tflite(model, path, fmt, calibration=calibration, io_dtype=args.io, target=args.target,
+                                 **common)
+            artifacts[fmt] = path
+        if args.qat or args.prune is not None:
+            from medtf.export import qat
+
+            n_out = int(model.outputs[0].shape[-1])
+            ep = args.qat_epochs or epochs or 1
+            kw = dict(x_train=x_train, y_train=_targets(info.task, y_train, n_out), calibration=calibration,
+                      task=info.task, epochs=ep, io_dtype=args.io, metadata={**common, "target": args.target})
+            if args.qat:
+                key = "tflite-int8-qat" if args.prune is None else "tflite-int8-pqat"
+                path = out / f"{name}_{key.replace('tflite-', '')}.tflite"
+                print(f"quantization-aware training for {ep} epoch(s) …", flush=True)
+                summary = qat.quantization_aware_int8(model, path, prune=args.prune, **kw)
+            else:
+                key = "tflite-pruned"
+                path = out / f"{name}_pruned.tflite"
+                print(f"pruning to {args.prune:.0%} over {ep} epoch(s) …", flush=True)
+                summary = qat.prune(model, path, args.prune, **kw)
+            if summary.get("sparsity_achieved") is not None:
+                print(f"achieved sparsity {summary['sparsity_achieved']:.3f}")
+            artifacts[key] = path
+            gates.setdefault(key, gates["tflite-int8"])
+    except Exception as exc:  # noqa: BLE001 - report and exit 3
+        print(f"error: export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for fmt, path in artifacts.items():
+        print(f"  {fmt:<18} {path}")
+    if args.no_parity:
+        return EXIT_OK
+    if x_test is None or not len(x_test):
+        print("error: no test examples for the parity check (use --no-parity to skip)", file=sys.stderr)
+        return EXIT_FAILED
+    if info.task == "restoration":
+        print("note: parity metrics are not defined for restoration; skipping the gate")
+        return EXIT_OK
+    report = parity.parity_report(model, artifacts, x_test, y_test, task=info.task, threshold=info.threshold,
+                                  gates=gates, reference_size_path=run_dir / "model.keras")
+    parity.write_report(report, out / "parity.json")
+    print(parity.format_table(report))
+    print(f"wrote {out / 'parity.json'}")
+    if not report["passed"]:
+        print(f"parity gate exceeded for {', '.join(report['failed'])}: the export loses more than allowed "
+              f"({', '.join(f'{f}: Δ={report['exports'][f]['delta']:+.4f} > {gates.get(f)}' for f in report['failed'])})."
+              " Try `--qat` (quantization-aware training) or a float format.", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
