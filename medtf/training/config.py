@@ -93,6 +93,13 @@ class OptimizerConfig:
     epsilon: float = 1e-7
 
     def __post_init__(self):
+        for k in ("learning_rate", "weight_decay", "clipnorm", "global_clipnorm", "beta_1", "beta_2", "epsilon"):
+            v = getattr(self, k)
+            if v is not None:
+                try:
+                    object.__setattr__(self, k, float(v))
+                except (TypeError, ValueError):
+                    raise ValueError(f"optimizer.{k} must be a number. Received: {v!r}") from None
         if self.name not in ("adamw", "adam", "sgd"):
             raise ValueError(f"optimizer.name must be 'adamw', 'adam' or 'sgd'. Received: {self.name!r}")
         if not self.learning_rate > 0:
@@ -123,6 +130,10 @@ class ScheduleConfig:
     initial_fraction: float = 0.0
 
     def __post_init__(self):
+        for k in ("warmup_epochs", "alpha", "initial_fraction"):
+            object.__setattr__(self, k, float(getattr(self, k)))
+        if self.warmup_steps is not None:
+            object.__setattr__(self, "warmup_steps", int(self.warmup_steps))
         if self.name not in ("cosine", "constant"):
             raise ValueError(f"schedule.name must be 'cosine' or 'constant'. Received: {self.name!r}")
 
@@ -324,6 +335,11 @@ def parse_overrides(items) -> list[tuple[list[str], Any]]:
         if not key or any(not p for p in key.split(".")):
             raise ValueError(f"--set key must be dotted names like 'a.b'. Received: {key!r}")
         value = yaml.safe_load(raw) if raw.strip() else None
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                value = float(value) if any(c in value.lower() for c in ".e") and value.strip() else value
+            except ValueError:
+                pass
         if isinstance(value, str) and raw.strip().lower() in ("none", "null", "~"):
             value = None
         out.append((key.split("."), value))

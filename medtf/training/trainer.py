@@ -215,9 +215,9 @@ def choose_threshold(y_true, scores, rule: str = "youden") -> float:
 
     y_true = np.asarray(y_true).ravel().astype(int)
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    if y_true.min(initial=0) == y_true.max(initial=0):
+    if np.unique(y_true).size < 2:
         return 0.5
-    fpr, tpr, thr = roc_curve(y_true, scores)
+    fpr, tpr, thr = roc_curve(y_true, scores, drop_intermediate=False)
     thr = np.clip(thr, 0.0, 1.0)
     if rule == "youden":
         i = int(np.argmax(tpr - fpr))
