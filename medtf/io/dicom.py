@@ -629,7 +629,7 @@ def read_dicom_series(paths: Sequence, *, pseudonymizer, options: ReadOptions = 
         raise ReadError(key or "<series>", "empty series")
     headers, seg_paths = [], []
     for p in paths:
-        ds = read_header(p)
+        ds = read_header(p, defer=True)  # one parse per file: pixel data is loaded only when decoded
         if str(_get(ds, "SOPClassUID", "")) == SEG_SOP_CLASS:
             seg_paths.append(str(p))
         else:
@@ -645,8 +645,7 @@ def read_dicom_series(paths: Sequence, *, pseudonymizer, options: ReadOptions = 
         raise ReadError(key or pairs[0][0], f"series claims {total} voxels, more than max_pixels={options.max_pixels}")
 
     slices, patients, metas = [], set(), []
-    for p, _ in pairs:
-        ds = read_header(p, defer=True)
+    for p, ds in pairs:
         arr, meta = decode_pixels(p, ds, options)
         if arr.ndim != 3 or arr.shape[-1] != 1:
             raise ReadError(p, "series slices must be single-frame grayscale")
