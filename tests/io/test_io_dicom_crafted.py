@@ -252,3 +252,49 @@ def test_options_validation():
         ReadOptions(max_pixels=0)
     with pytest.raises(ValueError, match="mode"):
         discover([pathlib.Path(__file__).parent], pseudonymizer=PZ, mode="3d")
+
+
+def _enhanced_multiframe(path, positions, iop=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    path = make_slice(path, rows=4, cols=5)
+    ds = pydicom.dcmread(path)
+    n = len(positions)
+    frames = np.arange(n * 20, dtype=np.uint16).reshape(n, 4, 5)
+    ds.NumberOfFrames = n
+    ds.PixelData = frames.tobytes()
+    for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        delattr(ds, k)
+    measures, orient = Dataset(), Dataset()
+    measures.PixelSpacing = [0.4, 0.6]
+    orient.ImageOrientationPatient = list(iop)
+    shared = Dataset()
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orient])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per = []
+    for pos in positions:
+        plane, item = Dataset(), Dataset()
+        plane.ImagePositionPatient = list(pos)
+        item.PlanePositionSequence = Sequence([plane])
+        per.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+    ds.save_as(path)
+    return path, frames
+
+
+def test_enhanced_multiframe_geometry_from_functional_groups(tmp_path):
+    path, frames = _enhanced_multiframe(tmp_path / "mf.dcm", [(1.0, 2.0, 3.0 + 1.5 * i) for i in range(4)])
+    image = read_dicom_file(path, pseudonymizer=PZ)[0]
+    assert image.array.shape == (4, 4, 5, 1)
+    np.testing.assert_array_equal(image.array[..., 0], frames.astype(np.int64) - 1024)
+    assert image.spacing == pytest.approx((1.5, 0.4, 0.6))
+    assert image.origin == (1.0, 2.0, 3.0) and "frame_spacing_default" not in image.meta
+    middle = read_dicom_file(path, pseudonymizer=PZ, options=ReadOptions(frames="middle"))[0]
+    assert middle.array.shape == (4, 5, 1) and middle.index == 2 and middle.spacing == pytest.approx((0.4, 0.6))
+    np.testing.assert_array_equal(middle.array[..., 0], frames[2].astype(np.int64) - 1024)
+    # irregular frame positions: frame spacing unknown → 1.0, flagged
+    path2, _ = _enhanced_multiframe(tmp_path / "irr.dcm", [(0, 0, 0), (0, 0, 1), (0, 0, 5)])
+    irregular = read_dicom_file(path2, pseudonymizer=PZ)[0]
+    assert irregular.spacing[0] == 1.0 and irregular.meta["frame_spacing_default"] is True
