@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""ISBI 2012 EM membrane segmentation (30 annotated 512x512 slices) → medtf records.
+
+Split (fixed, by slice index, the recipe's protocol): slices 0-20 train, 21-23 val (model selection),
+24-29 test — i.e. 24 slices for training/validation and 6 held-out test slices. Image: uint8 (512, 512, 1);
+mask: 1 = membrane (label PNG value 0), 0 = cell interior (255).
+
+    python data_tools/prepare_isbi2012.py --out runs/records/isbi2012 [--src ../shared/data/isbi2012_em_membrane]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _records import pseudonymizer, shared_data_dir, write_records  # noqa: E402
+
+SPLITS = {"train": range(0, 21), "val": range(21, 24), "test": range(24, 30)}
+
+
+def load_pairs(src) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image uint8 (H, W), membrane mask uint8 (H, W)) for the 30 annotated slices, in index order.
+
+    Raises:
+        FileNotFoundError: missing ``train/image/<i>.png`` or ``train/label/<i>.png``.
+    """
+    import cv2
+
+    src = pathlib.Path(src)
+    pairs = []
+    for i in range(30):
+        ip, lp = src / "train" / "image" / f"{i}.png", src / "train" / "label" / f"{i}.png"
+        if not ip.is_file() or not lp.is_file():
+            raise FileNotFoundError(f"{src}: expected train/image/{i}.png and train/label/{i}.png (ISBI 2012 layout)")
+        img = cv2.imread(str(ip), cv2.IMREAD_GRAYSCALE)
+        lab = cv2.imread(str(lp), cv2.IMREAD_GRAYSCALE)
+        pairs.append((img, (lab < 128).astype(np.uint8)))
+    return pairs
+
+
+def prepare(src, out) -> dict:
+    """Write the records; returns the manifest."""
+    pairs = load_pairs(src)
+    ps = pseudonymizer()
+    splits = {}
+    for name, idx in SPLITS.items():
+        splits[name] = [{"image": pairs[i][0][..., None], "mask": pairs[i][1], "spacing": (1.0, 1.0),
+                         "patient": ps.patient(f"isbi2012-slice-{i}"), "source": f"isbi2012/train/{i}",
+                         "modality": "EM"} for i in idx]
+    return write_records(out, splits, image_dtype="uint8", intensity={"kind": "raw8"}, tool="data_tools/prepare_isbi2012",
+                         mask_names=["background", "membrane"],
+                         extra={"source_data": "ISBI 2012 EM segmentation challenge (Cardona et al. 2010), 30 train slices"})
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--src", default=str(shared_data_dir() / "isbi2012_em_membrane"))
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    m = prepare(a.src, a.out)
+    print({k: v["examples"] for k, v in m["splits"].items()}, "→", a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
