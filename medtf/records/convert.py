@@ -5,10 +5,10 @@ Pipeline (no TensorFlow anywhere, so workers start fast and never fork after a T
 1. ``medtf.io.discover`` groups the inputs into source units (a file, a DICOM series, an npz);
    files it cannot use are rejected with a reason.
 2. Each unit goes through :func:`convert_unit` — the pure "one source → examples" function (read,
-   process, encode) — in ``workers`` processes. A worker streams the unit's framed records into
-   ``OUTPUT/.work/units/<id>.tfr`` and its metadata (key, patient, label, split hint, dtype, offsets)
-   into ``<id>.json``, both written atomically; a unit whose files exist is done, which is what
-   ``--resume`` re-uses. Rejections (unreadable, malformed, ...) are cached the same way.
+   process, encode) — in ``workers`` processes. Each process appends the unit's framed records to its
+   journal ``OUTPUT/.work/journal-*.tfr`` and then one JSON line (key, patient, label, split hint,
+   dtype, offsets) to ``journal-*.jsonl``; a unit with a complete line (and intact frames) is done,
+   which is what ``--resume`` re-uses. Rejections (unreadable, malformed, ...) are journalled too.
 3. With every example's (patient, label) known, :func:`medtf.records.split.assign_splits` assigns
    patients to splits (or the inputs' own splits are used).
 4. Shards are concatenations of cached frames in a seeded order, written atomically; then
@@ -273,53 +273,121 @@ def _init_worker(config: ConvertConfig, work: str, fingerprint: str, secret: byt
         Pseudonymizer = _io("Pseudonymizer")
         _STATE["pseudonymizer"] = Pseudonymizer(secret)
     _STATE.update(config=config, work=work, fingerprint=fingerprint)
+    _STATE.pop("journal", None)
 
 
 def _run_task(args) -> dict:
     task, dtype = args
-    return _convert_to_cache(task, dtype, _STATE["config"], _STATE["pseudonymizer"], _STATE["work"], _STATE["fingerprint"])
+    return _convert_to_cache(task, dtype, _STATE["config"], _STATE["pseudonymizer"], _STATE["work"],
+                             _STATE["fingerprint"])
+
+
+class _Journal:
+    """Append-only cache of one process: framed records in ``<name>.tfr``, one JSON line per finished unit
+    in ``<name>.jsonl`` (written after the unit's frames). A process killed at any point leaves complete
+    lines for complete units only; a torn last line is ignored on resume."""
+
+    def __init__(self, work: str):
+        import uuid
+
+        name = f"journal-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.data_name = f"{name}.tfr"
+        self.data = open(os.path.join(work, self.data_name), "ab", buffering=0)
+        self.meta = open(os.path.join(work, f"{name}.jsonl"), "ab", buffering=0)
+        self.offset = 0
+
+    def write_frames(self, frames: list[bytes]) -> int:
+        start = self.offset
+        buf = b"".join(frames)
+        view = memoryview(buf)
+        while view:
+            n = self.data.write(view)
+            view = view[n:]
+        self.offset += len(buf)
+        return start
+
+    def commit(self, meta: dict) -> None:
+        self.meta.write((json.dumps(meta, sort_keys=True) + "\n").encode())
+
+
+def _close_journal() -> None:
+    j = _STATE.pop("journal", None)
+    if j is not None and _STATE.get("journal_pid") == os.getpid():
+        j.data.close()
+        j.meta.close()
+
+
+def _journal(work: str) -> _Journal:
+    j = _STATE.get("journal")
+    if j is None or _STATE.get("journal_pid") != os.getpid() or _STATE.get("journal_work") != work:
+        j = _STATE["journal"] = _Journal(work)
+        _STATE["journal_pid"], _STATE["journal_work"] = os.getpid(), work
+    return j
 
 
 def _convert_to_cache(task: UnitTask, dtype, config, pseudonymizer, work: str, fingerprint: str) -> dict:
-    """Convert one unit into ``work/units/<id>.tfr`` + ``<id>.json`` (atomic); return the metadata."""
+    """Convert one unit into this process's journal; return (and commit) its metadata."""
     uid = _unit_id(task.unit.key, fingerprint, dtype)
-    units_dir = pathlib.Path(work) / "units"
-    meta_path = units_dir / f"{uid}.json"
-    data_path = units_dir / f"{uid}.tfr"
-    if config.resume and meta_path.is_file():
-        try:
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
-            if meta.get("key") == task.unit.key and (meta.get("rejected") or data_path.is_file()):
-                return meta
-        except (OSError, ValueError):
-            pass
-    meta: dict = {"key": task.unit.key, "data": data_path.name, "examples": []}
-    tmp = units_dir / f".{uid}.tfr.tmp-{os.getpid()}"
+    journal = _journal(work)
+    meta: dict = {"uid": uid, "key": task.unit.key, "examples": []}
     try:
-        offset = 0
-        with open(tmp, "wb") as f:
-            for ex in iter_convert_unit(task.unit, config, pseudonymizer, label=task.label, split=task.split,
-                                        image_dtype=dtype):
-                frame = _enc.frame_record(ex.payload)
-                f.write(frame)
-                meta["examples"].append(
-                    {"key": ex.key, "split": ex.split, "patient": ex.patient,
-                     "label": None if ex.label is None else list(ex.label), "dtype": ex.dtype,
-                     "spatial_dims": ex.spatial_dims, "channels": ex.channels,
-                     "offset": offset, "length": len(frame)}
-                )
-                offset += len(frame)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, data_path)
+        frames, exs = [], []
+        size, unit_start = 0, None
+        for ex in iter_convert_unit(task.unit, config, pseudonymizer, label=task.label, split=task.split,
+                                    image_dtype=dtype):
+            frame = _enc.frame_record(ex.payload)
+            exs.append({"key": ex.key, "split": ex.split, "patient": ex.patient,
+                        "label": None if ex.label is None else list(ex.label), "dtype": ex.dtype,
+                        "spatial_dims": ex.spatial_dims, "channels": ex.channels,
+                        "offset": size, "length": len(frame)})  # relative to the unit's first byte
+            frames.append(frame)
+            size += len(frame)
+            if sum(len(f) for f in frames) > 64 << 20:  # stream big units (npz, many frames) in pieces
+                start = journal.write_frames(frames)
+                unit_start = start if unit_start is None else unit_start
+                frames = []
+        start = journal.write_frames(frames)
+        unit_start = start if unit_start is None else unit_start
+        for e in exs:  # the unit's bytes are contiguous in this process's journal
+            e["offset"] += unit_start
+        meta["examples"] = exs
+        meta["data"] = journal.data_name
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded rejection
         if os.environ.get("MEDTF_DEBUG"):
             traceback.print_exc()
-        tmp.unlink(missing_ok=True)
-        meta = {"key": task.unit.key, "rejected": _safe_reason(exc)}
-    _w.write_atomic(meta_path, json.dumps(meta, sort_keys=True), sync_dir=False)
+        meta = {"uid": uid, "key": task.unit.key, "rejected": _safe_reason(exc)}
+    journal.commit(meta)
     return meta
+
+
+def _load_journals(work: str) -> dict[str, dict]:
+    """Completed units recorded in ``work``'s journals ({uid: meta}); frames are CRC-checked."""
+    done: dict[str, dict] = {}
+    for name in sorted(os.listdir(work)):
+        if not name.endswith(".jsonl"):
+            continue
+        with open(os.path.join(work, name), "rb") as f:
+            lines = f.read().split(b"\n")
+        for line in lines:
+            try:
+                meta = json.loads(line)
+            except ValueError:
+                continue  # torn last line of a killed process
+            if meta.get("rejected"):
+                done[meta["uid"]] = meta
+                continue
+            data = os.path.join(work, meta.get("data", ""))
+            try:
+                with open(data, "rb") as f:
+                    for e in meta["examples"]:
+                        f.seek(e["offset"])
+                        buf = f.read(e["length"])
+                        if len(list(_enc.iter_frames(buf))) != 1:
+                            raise ValueError("bad frame")
+            except (OSError, ValueError, KeyError):
+                continue
+            done[meta["uid"]] = meta
+    return done
 
 
 # --------------------------------------------------------------------------------- orchestration
@@ -368,7 +436,7 @@ def _prepare_output(config: ConvertConfig) -> pathlib.Path:
         (out / STATS).unlink(missing_ok=True)
     elif not config.resume:
         shutil.rmtree(out / WORK, ignore_errors=True)
-    (out / WORK / "units").mkdir(parents=True, exist_ok=True)
+    (out / WORK).mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -407,6 +475,17 @@ def _run_units(tasks: list[tuple[UnitTask, str | None]], config, pseudonymizer, 
     from tqdm.auto import tqdm
 
     results: dict[str, dict] = {}
+    _close_journal()
+    if config.resume:  # units finished by an interrupted run
+        done = _load_journals(work)
+        todo = []
+        for task, dtype in tasks:
+            meta = done.get(_unit_id(task.unit.key, fingerprint, dtype))
+            if meta is not None and meta.get("key") == task.unit.key:
+                results[task.unit.key] = meta
+            else:
+                todo.append((task, dtype))
+        tasks = todo
     bar = tqdm(total=len(tasks), desc=desc, unit="src", disable=not config.progress, file=sys.stderr,
                dynamic_ncols=True)
     try:
@@ -567,7 +646,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
         for name in names:
             members = sorted(((k, e) for k, e in examples if split_of[e["key"]] == name),
                              key=lambda ke: _w.order_key(config.seed, ke[1]["key"]))
-            recs = [(os.path.join(work, "units", metas[k]["data"]), e["offset"], e["length"]) for k, e in members]
+            recs = [(os.path.join(work, metas[k]["data"]), e["offset"], e["length"]) for k, e in members]
             shards = _w.write_shards(out, name, recs, target, progress=bar.update)
             keep += shards
             labels = collections.Counter()
@@ -589,6 +668,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
             }
     finally:
         bar.close()
+    _close_journal()
     _w.remove_stale(out, keep)
     timings["write_s"] = time.perf_counter() - t3
 

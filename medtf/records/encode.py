@@ -136,15 +136,23 @@ def _crc_raw(data: bytes | memoryview) -> int:
     words = np.ascontiguousarray(buf.view("<u4").reshape(lanes, _CHUNK // 4).T)
     a, b = _word_tables()
     s = np.zeros(lanes, dtype=np.uint32)
+    x = np.empty(lanes, dtype="<u4")
+    halves = x.view("<u2").reshape(lanes, 2)  # low / high 16 bits of x, as views (no copies)
+    lo, hi = halves[:, 0], halves[:, 1]
+    t1 = np.empty(lanes, dtype=np.uint32)
+    t2 = np.empty(lanes, dtype=np.uint32)
     for w in words:
-        x = s ^ w
-        s = a[x & 0xFFFF] ^ b[x >> 16]
+        np.bitwise_xor(s, w, out=x)
+        np.take(a, lo, out=t1)
+        np.take(b, hi, out=t2)
+        np.bitwise_xor(t1, t2, out=s)
     # combine neighbours: crc(L || R) = shift_{|R|}(crc(L)) ^ crc(R)
     k = int(np.log2(_CHUNK))
     while s.size > 1:
         t = _shift_tables(k)
-        left, right = s[0::2], s[1::2]
-        s = t[0][left & 0xFF] ^ t[1][(left >> 8) & 0xFF] ^ t[2][(left >> 16) & 0xFF] ^ t[3][left >> 24] ^ right
+        left = np.ascontiguousarray(s[0::2]).astype("<u4", copy=False)
+        bytes4 = left.view(np.uint8).reshape(-1, 4)
+        s = t[0][bytes4[:, 0]] ^ t[1][bytes4[:, 1]] ^ t[2][bytes4[:, 2]] ^ t[3][bytes4[:, 3]] ^ s[1::2]
         k += 1
     return int(s[0])
 
