@@ -88,6 +88,7 @@ def _spatial_axes(nd: int, axes) -> list[int]:
 
 def flip(x, axes):
     """Reverse spatial ``axes`` (indices into the spatial axes; -1 = W)."""
+    x = tf.convert_to_tensor(x)
     return tf.reverse(x, _spatial_axes(x.shape.rank - 1, axes)) if axes else x
 
 
@@ -96,6 +97,7 @@ def rot90(x, k: int, plane=(-2, -1)):
 
     ``plane`` defaults to (H, W). ``k`` is a Python int (use ``random_rot90`` for a tensor k).
     """
+    x = tf.convert_to_tensor(x)
     nd = x.shape.rank - 1
     a, b = _spatial_axes(nd, plane)
     k = int(k) % 4

@@ -25,6 +25,9 @@ from medtf.data import sampling, transforms
 from medtf.data.config import DataConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
+# The map functions use Python control flow on static values only (tensor branches use tf.cond
+# explicitly), so AutoGraph conversion is skipped: it only slows tracing down.
+_no_autograph = tf.autograph.experimental.do_not_convert
 _NEEDS_CLASSES = ("onehot", "multilabel", "ordinal", "mask")
 
 
@@ -85,6 +88,7 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
     det = config.deterministic
     parse_fn = parse_mod.make_parse_fn(manifest, with_mask=use_mask)
 
+    @_no_autograph
     def prepare(serialized):
         e = parse_fn(serialized)
         if use_mask:
@@ -135,6 +139,7 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
     if patch is not None:
         k = patch.samples_per_volume
 
+        @_no_autograph
         def sample(e, s):
             mask = e["mask"] if use_mask else tf.zeros_like(e["image"][..., :1], tf.uint8)
             seeds = aug.split_seed(s, 2 * k)  # k for the patch centres, k for the augmentation
@@ -153,6 +158,7 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
         class_weights = tf.constant(sampling.class_weights_from_manifest(manifest, split, num_classes))
     mode = config.label_mode
 
+    @_no_autograph
     def finish(e, s):
         image = e["image"]
         mask = e.get("mask")
@@ -213,6 +219,7 @@ def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool
     if training and a.mixes:
         is_mask = config.label_mode == "mask"
 
+        @_no_autograph
         def mix(s, batch):
             x, y = batch[0], batch[1]
             s1, s2 = aug.split_seed(s, 2)

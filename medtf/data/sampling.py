@@ -169,7 +169,7 @@ def random_patch_3d(image, mask, size, pos_ratio: float, seed):
     n_pool = tf.where(want_fg, n_fg, n_bg)
     k = tf.minimum(tf.cast(tf.floor(u[1] * tf.cast(n_pool, tf.float32)), tf.int64), n_pool - 1)
     # k-th True of ``pool`` without materialising all candidates' coordinates
-    pos = tf.searchsorted(tf.cumsum(tf.cast(pool, tf.int64)), [k + 1], side="left")[0]
+    pos = tf.searchsorted(tf.cumsum(tf.cast(pool, tf.int64)), [k + 1], side="left", out_type=tf.int64)[0]
     centre = tf.unravel_index(pos, tf.shape(fg, out_type=tf.int64))
     start = centre - tf.constant([s // 2 for s in size], tf.int64)
     return crop_padded(image, start, size), crop_padded(mask, start, size)
