@@ -318,38 +318,6 @@ def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_name
 # run folders
 
 
-def _sliding_window(model, x: np.ndarray, patch: Sequence[int], overlap: float = 0.5, batch: int = 4) -> np.ndarray:
-    """Average overlapping patch predictions over an image larger than the model's fixed input."""
-    spatial = x.shape[:-1]
-    steps = [max(1, int(p * (1 - overlap))) for p in patch]
-    starts = []
-    for n, p, s in zip(spatial, patch, steps):
-        if n <= p:
-            starts.append([0])
-        else:
-            v = list(range(0, n - p + 1, s))
-            if v[-1] != n - p:
-                v.append(n - p)
-            starts.append(v)
-    pad = [(0, max(0, p - n)) for n, p in zip(spatial, patch)] + [(0, 0)]
-    xp = np.pad(x, pad)
-    grid = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(patch))
-    acc = None
-    count = np.zeros(xp.shape[:-1], np.float32)
-    for b in range(0, len(grid), batch):
-        corners = grid[b:b + batch]
-        tiles = np.stack([xp[tuple(slice(c, c + p) for c, p in zip(corner, patch))] for corner in corners])
-        out = np.asarray(model.predict_on_batch(tiles), dtype=np.float32)
-        if acc is None:
-            acc = np.zeros(xp.shape[:-1] + (out.shape[-1],), np.float32)
-        for corner, o in zip(corners, out):
-            sl = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-            acc[sl] += o
-            count[sl] += 1
-    acc /= count[..., None]
-    return acc[tuple(slice(0, n) for n in spatial)]
-
-
 def _predict_one(model, x: np.ndarray, tta: bool) -> np.ndarray:
     """Prediction for one preprocessed image (sliding window when the model's input is smaller)."""
     in_shape = tuple(model.inputs[0].shape[1:-1])
@@ -358,7 +326,9 @@ def _predict_one(model, x: np.ndarray, tta: bool) -> np.ndarray:
 
     def run(img):
         if fixed and tuple(spatial) != in_shape:
-            return _sliding_window(model, img, in_shape)
+            from medtf.data.sliding_window import sliding_window_inference
+
+            return sliding_window_inference(model, img, in_shape, overlap=0.5, mode="gaussian")
         return np.asarray(model.predict_on_batch(img[None]), dtype=np.float32)[0]
 
     out = run(x)
@@ -390,9 +360,14 @@ def _records_examples(records_dir, split: str, spec, manifest: dict):
     from medtf.records import reader
 
     ds = reader.load(records_dir, split)
+    sd = manifest.get("spatial_dims")
+    rank = len(sd) if isinstance(sd, (list, tuple)) else int(sd or (3 if manifest.get("mode") == "volume" else 2))
+    channels = manifest.get("channels")
+    shape = [None] * rank + [int(channels) if channels else None]
 
     def prep(e):
-        return {**e, "x": apply_preprocessing(e["image"], spec)}
+        image = tf.ensure_shape(e["image"], shape)
+        return {**e, "image": image, "x": apply_preprocessing(image, spec)}
 
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
     for e in ds.as_numpy_iterator():
@@ -565,6 +540,7 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
                                 for k, v in r.items()})
             files["predictions"] = csv_path
         report["files"] = {k: str(v) for k, v in files.items()}
+    report["predictions"] = rows  # per-case rows (also predictions.csv); not part of report.json
     return report
 
 

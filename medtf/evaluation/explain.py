@@ -141,7 +141,8 @@ def grad_cam(model, images, class_index: int | Sequence[int] | None = None, laye
         raise ValueError(f"layer {layer_name!r} does not output a 2D/3D feature map (rank 4/5)")
     out_layer, kind = _score_tensors(model)
     head_in = out_layer.input if kind in ("dense", "activation") else out_layer.output
-    grad_model = keras.Model(model.inputs, [target.output, head_in, model.outputs[0]])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    grad_model = keras.Model(inputs, [target.output, head_in, model.outputs[0]])
     n_units = int(model.outputs[0].shape[-1])
     n = x_all.shape[0]
     if class_index is None:

@@ -136,8 +136,8 @@ def _plot_calibration(cal: dict, path: pathlib.Path):
     edges = np.asarray(cal["edges"], dtype=float)
     centres = (edges[:-1] + edges[1:]) / 2
     ok = count > 0
-    ax.bar(centres[ok], acc[ok], width=np.diff(edges)[ok], edgecolor="k", alpha=0.6, label="observed")
-    ax.plot(conf[ok], acc[ok], "o-", c="C1", ms=3, label="mean confidence")
+    ax.bar(centres[ok], acc[ok], width=np.diff(edges)[ok], edgecolor="k", alpha=0.6, label="observed rate per bin")
+    ax.plot(conf[ok], acc[ok], "o-", c="C1", ms=3, label="observed vs mean predicted")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="perfect")
     ax.set(xlabel=cal.get("xlabel", "predicted probability"), ylabel=cal.get("ylabel", "observed frequency"),
            title=f"Calibration (ECE {_num(cal.get('ece'))})", xlim=(0, 1), ylim=(0, 1))
@@ -212,7 +212,9 @@ def _summary_html(report: dict) -> str:
     m = report.get("metrics", {})
     parts = []
     if task == "binary":
-        rows = [["AUC (95% CI)", _ci(m.get("auc"))], ["average precision", _num(m.get("average_precision"))]]
+        names = report.get("class_names") or ["negative", "positive"]
+        rows = [["positive class", html.escape(str(names[-1]))], ["examples (positives)", f"{m.get('n')} ({m.get('positives')})"],
+                ["AUC (95% CI)", _ci(m.get("auc"))], ["average precision", _num(m.get("average_precision"))]]
         rows += [[k, _prop(m, k)] for k in ("accuracy", "sensitivity", "specificity", "ppv", "npv")]
         rows += [["F1", _num(m.get("f1"))], ["Brier score", _num(m.get("brier"))], ["ECE", _num(m.get("ece"))]]
         rows += [["TP / FP / TN / FN", f"{m.get('tp')} / {m.get('fp')} / {m.get('tn')} / {m.get('fn')}"]]
