@@ -424,6 +424,21 @@ def _collect_classification(model, records_dir, split, spec, manifest, task, bat
     return y, p, patients
 
 
+def _val_split_name(run_dir: pathlib.Path) -> str:
+    """The run's validation split name from ``RUN/config.yaml`` (``val_split``), default "val"."""
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        import yaml
+
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            d = {}
+        if isinstance(d, dict) and d.get("val_split"):
+            return str(d["val_split"])
+    return "val"
+
+
 def _class_index_keys(patients: list[str]) -> list[str]:
     return [f"case_{i + 1:04d}" for i in range(len(patients))]
 
@@ -481,7 +496,7 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
         if task == "multilabel":
             thr = info.extra.get("thresholds", thr)
         needs_val = task in ("binary", "multilabel") and thr is None
-        val_split = (info.data or {}).get("val_split") or "val"
+        val_split = _val_split_name(run_dir)
         if needs_val and val_split in manifest.get("splits", {}) and val_split != split:
             yv, pv, _ = _collect_classification(model, records_dir, val_split, spec, manifest, task, batch_size, tta, progress)
         report = evaluate_predictions(y, p, task, threshold=thr, threshold_method=info.threshold_method,

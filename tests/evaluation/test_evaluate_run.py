@@ -237,3 +237,24 @@ def test_evaluation_inputs_equal_build_dataset_eval_pipeline(tmp_path, records_w
     xs, ys = zip(*[(x, y) for x, y in build_dataset(rec, "test", cfg, training=False, seed=0).as_numpy_iterator()])
     np.testing.assert_allclose(ours, np.concatenate(xs), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(np.concatenate(ys)[:, 0], [e["label"][0] for e in ex])
+
+
+def test_explain_run_3d_nifti(tmp_path, run_writer):
+    """3D classifier + NIfTI input: one PNG with the three orthogonal mid-slices."""
+    import matplotlib.image as mpimg
+    import nibabel as nib
+
+    from medtf import models
+    from medtf.evaluation.explain import explain_run
+
+    keras.utils.set_random_seed(0)
+    model = models.build("simple_cnn", input_shape=(8, 16, 16, 1), num_classes=3, task="multiclass", filters=(4, 8))
+    run = run_writer(tmp_path / "run", model, task="multiclass", class_names=["a", "b", "c"],
+                     preprocessing=Preprocessing(intensity="zscore", size=(8, 16, 16)), records=tmp_path)
+    vol = np.random.default_rng(0).normal(size=(20, 20, 10)).astype(np.float32)  # NIfTI (x, y, z)
+    nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.8, 2.5, 1.0])), str(tmp_path / "case.nii.gz"))
+    result = explain_run(run, [tmp_path / "case.nii.gz"], tmp_path / "out", class_index=2)
+    assert result["layer"] == "block2_relu" and result["cases"][0]["class_name"] == "c"
+    png = mpimg.imread(tmp_path / "out" / "case_0001_gradcam.png")
+    assert png.shape[:2] == (16, 16 + 2 + 16 + 2 + 16)  # axial 16×16 | coronal 8×16 | sagittal 8×16
+    assert len(result["cases"][0]["peak"]) == 3
