@@ -238,7 +238,18 @@ def predict_dataset(model, ds):
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def train(config: TrainConfig, *, resume: bool = False, run_dir=None) -> pathlib.Path:
+def _tensorboard_available() -> bool:
+    import importlib.util
+    import warnings
+
+    if importlib.util.find_spec("tensorboard") is None:
+        warnings.warn("TensorBoard logging skipped: the `tensorboard` package is not installed "
+                      "(pip install tensorboard)", RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=()) -> pathlib.Path:
     """Train one model and write its run folder.
 
     Args:
@@ -246,6 +257,7 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None) -> pathlib
         resume: continue from ``RUN/checkpoints/backup`` (exactly at the last backed-up batch) when present.
         run_dir: explicit run folder (default ``output_dir/run_name``; with ``resume`` and no run_name,
             the newest run in ``output_dir``).
+        callbacks: extra Keras callbacks, run after medtf's own (e.g. timing, custom logging).
 
     Returns:
         The run folder (``config.yaml``, ``model.keras``, ``model.json``, ``history.csv``, ``logs/``).
@@ -304,18 +316,20 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None) -> pathlib
             return run
     cb.truncate_history(history_path, start_epoch)
 
+    extra_callbacks = list(callbacks)
+
     def callbacks(first_batch: int, append: bool):
         c = [keras.callbacks.CSVLogger(str(history_path), append=append),
              cb.ResumableModelCheckpoint(str(run / MODEL_FILE), history_path, mode, monitor=config.monitor)]
         if config.early_stopping_patience is not None:
             c.append(cb.ResumableEarlyStopping(history_path, mode, monitor=config.monitor,
                                                patience=int(config.early_stopping_patience)))
-        if config.tensorboard:
+        if config.tensorboard and _tensorboard_available():
             c.append(keras.callbacks.TensorBoard(str(run / "logs"), update_freq="epoch", profile_batch=0))
         c.append(cb.ResumeCheckpoint(backup, config.backup_every_steps, start_batch=first_batch))
         if os.environ.get(KILL_ENV):
             c.append(cb.InterruptAfterBatches(int(os.environ[KILL_ENV])))
-        return c
+        return c + extra_callbacks
 
     if config.val_split and data.val is None and config.monitor.startswith("val_"):
         raise ValueError(f"monitor {config.monitor!r} needs a validation split; {config.val_split!r} is empty")
