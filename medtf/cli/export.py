@@ -205,8 +205,9 @@ def run(args) -> int:
     print(parity.format_table(report))
     print(f"wrote {out / 'parity.json'}")
     if not report["passed"]:
+        details = ", ".join(f"{f}: delta={report['exports'][f]['delta']:+.4f} > {gates.get(f)}"
+                            for f in report["failed"])
         print(f"parity gate exceeded for {', '.join(report['failed'])}: the export loses more than allowed "
-              f"({', '.join(f'{f}: Δ={report['exports'][f]['delta']:+.4f} > {gates.get(f)}' for f in report['failed'])})."
-              " Try `--qat` (quantization-aware training) or a float format.", file=sys.stderr)
+              f"({details}). Try `--qat` (quantization-aware training) or a float format.", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
