@@ -167,8 +167,12 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
         if _get(ds, "Rows") is None or _get(ds, "Columns") is None:
             rejected.append((str(path), "DICOM object without image pixel data (no Rows/Columns)"))
             continue
-        frames = int(_get(ds, "NumberOfFrames", 1) or 1)
-        uid = str(_get(ds, "SeriesInstanceUID", "") or "")
+        try:
+            frames = int(_get(ds, "NumberOfFrames", 1) or 1)
+            uid = str(_get(ds, "SeriesInstanceUID", "") or "")
+        except (TypeError, ValueError):  # malformed header: a unit of its own; read_unit explains
+            units.append(SourceUnit(kind="dicom", paths=(str(path),), key=key))
+            continue
         if mode == "slice" or frames > 1 or not uid:
             units.append(SourceUnit(kind="dicom", paths=(str(path),), key=key))
             continue
