@@ -294,14 +294,20 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
     strategy = _strategy()
     mode = monitor_mode(config.monitor, config.monitor_mode)
     with strategy.scope():
+        metrics = task_metrics(config.task, num_classes=int(config.data.num_classes or 1),
+                               label_mode=config.data.label_mode)
+        names = ["loss"] + [m.name for m in metrics]
+        allowed = names + [f"val_{n}" for n in names]
+        if config.monitor not in allowed:
+            raise ValueError(f"monitor {config.monitor!r} is not logged for task {config.task!r} "
+                             f"(label_mode {config.data.label_mode!r}); choose one of {allowed}")
         model = build_model(config, input_shape)
         lr = make_schedule(config.schedule, config.optimizer.learning_rate,
                            steps_per_epoch=data.steps_per_epoch, epochs=config.epochs)
         loss = get_loss(config.loss.name, task=config.task, class_weights=config.loss.class_weights,
                         **config.loss.kwargs)
         model.compile(optimizer=make_optimizer(config.optimizer, lr), loss=loss,
-                      metrics=task_metrics(config.task, num_classes=int(config.data.num_classes or 1),
-                                           label_mode=config.data.label_mode),
+                      metrics=metrics,
                       steps_per_execution=int(config.steps_per_execution), jit_compile=config.jit_compile)
 
     start_epoch, skip = 0, 0

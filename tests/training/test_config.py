@@ -102,3 +102,14 @@ def test_choose_threshold_youden_and_sensitivity():
     assert (s[y == 1] >= t90).mean() >= 0.9
     assert (s[y == 1] >= t90 + 1e-9).mean() < 0.9 or t90 == s.max()  # the highest such threshold
     assert choose_threshold(np.ones(5), np.linspace(0, 1, 5)) == 0.5
+
+
+def test_train_rejects_unknown_monitor_and_missing_records(tiny_records, tmp_path):
+    from conftest import tiny_config_dict
+    from medtf.training.trainer import train
+
+    bad = TrainConfig.from_dict(tiny_config_dict(tiny_records, tmp_path / "runs", monitor="val_dice"))
+    with pytest.raises(ValueError, match="val_dice.*val_auc"):
+        train(bad)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        train(TrainConfig.from_dict(tiny_config_dict(tmp_path / "nowhere", tmp_path / "runs")))
