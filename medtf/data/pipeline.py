@@ -2,10 +2,12 @@
 
 Stages (training=True unless noted):
 
-1. interleave the split's shards (shard order shuffled when training), parse by the record schema,
-   apply the deterministic ``Preprocessing`` (intensity → channels → size) — one fused parallel map;
+1. interleave the split's shards (shard order shuffled when training; without a cache the serialized
+   records are shuffled here, which needs far less memory than shuffling decoded images), parse by
+   the record schema and apply the deterministic ``Preprocessing`` (intensity → channels → size) in
+   one fused parallel map;
 2. optional cache (memory or file) of these deterministic examples;
-3. class balancing (over-/under-sampling) or shuffling; repeat;
+3. class balancing (over-/under-sampling) or, with a cache, shuffling; repeat;
 4. per-example stateless seeds (``Dataset.random``, new each epoch when training, fixed otherwise);
 5. patch sampling relative to the mask (also at evaluation, with fixed seeds); augmentation;
 6. label encoding, sample weights; batch; mixup/cutmix; prefetch(AUTOTUNE).
@@ -71,12 +73,13 @@ def _check(config: DataConfig, manifest: dict, info: dict, records_dir) -> None:
 
 
 def build_examples(records_dir, split: str, config: DataConfig, *, training: bool, seed: int = 0,
-                   manifest: dict | None = None, keep_mask: bool = False) -> tf.data.Dataset:
+                   manifest: dict | None = None, keep_mask: bool = False, as_tuple: bool = False) -> tf.data.Dataset:
     """Unbatched, augmented examples as dicts: ``image`` (x), ``target`` (encoded y), ``label`` (record
     labels), ``mask`` (when used or ``keep_mask``) and ``weight`` (when ``class_balance == "weights"``).
 
     Same arguments as ``build_dataset`` (plus ``keep_mask``: carry the records' masks, moved with the
-    image, even when the label mode does not need them); used by it and by ``medtf data preview``.
+    image, even when the label mode does not need them; ``as_tuple``: yield ``(x, y[, w])`` instead
+    of dicts); used by it and by ``medtf data preview``.
     """
     records_dir = os.fspath(records_dir)
     manifest = manifest if manifest is not None else parse_mod.read_manifest(records_dir)
@@ -87,6 +90,12 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
     use_mask = info["has_mask"] and (keep_mask or config.label_mode == "mask" or config.patch is not None)
     det = config.deterministic
     parse_fn = parse_mod.make_parse_fn(manifest, with_mask=use_mask)
+    with_w = training and config.class_balance == "weights"
+
+    def output(e):
+        if not as_tuple:
+            return e
+        return (e["image"], e["target"], e["weight"]) if with_w else (e["image"], e["target"])
 
     @_no_autograph
     def prepare(serialized):
@@ -96,67 +105,13 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
             return {"image": image, "label": e["label"], "mask": mask}
         return {"image": transforms.apply_preprocessing(e["image"], spec), "label": e["label"]}
 
-    files = parse_mod.shard_files(records_dir, split, manifest)
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training and len(files) > 1:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if len(files) > 1:
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-                           num_parallel_calls=AUTOTUNE, deterministic=det)
-    else:
-        ds = tf.data.TFRecordDataset(files)
-    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=det)
-
-    if config.cache == "memory":
-        ds = ds.cache()
-    elif config.cache:
-        os.makedirs(os.path.dirname(os.path.abspath(config.cache)) or ".", exist_ok=True)
-        ds = ds.cache(f"{config.cache}-{split}")
-
-    class_fn = lambda e: e["label"][0]  # noqa: E731
-    if training and config.class_balance in ("oversample", "undersample"):
-        counts = sampling.class_counts_from_manifest(manifest, split, num_classes)
-        if config.class_balance == "oversample":
-            ds = sampling.sample_from_datasets(ds, class_fn, counts, config.class_targets, seed=seed,
-                                               shuffle_buffer=config.shuffle_buffer)
-            if not config.repeat:
-                ds = ds.take(int(counts.sum()))
-        else:
-            ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-            ds = sampling.rejection_resample(ds, class_fn, counts, config.class_targets, seed=seed)
-            if config.repeat:
-                ds = ds.repeat()
-    elif training:
-        ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if config.repeat:
-            ds = ds.repeat()
-
-    # per-example stateless seeds: [seed, r]; new r each epoch when training, fixed for evaluation
-    rand = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training)
-    ds = tf.data.Dataset.zip(ds, rand.map(lambda r: tf.stack([tf.constant(seed, tf.int64), r])))
-
-    patch = config.patch
-    if patch is not None:
-        k = patch.samples_per_volume
-
-        @_no_autograph
-        def sample(e, s):
-            mask = e["mask"] if use_mask else tf.zeros_like(e["image"][..., :1], tf.uint8)
-            seeds = aug.split_seed(s, 2 * k)  # k for the patch centres, k for the augmentation
-            pieces = [sampling.random_patch_3d(e["image"], mask, patch.size, patch.pos_ratio, seeds[i])
-                      for i in range(k)]
-            out = {"image": tf.stack([p[0] for p in pieces]), "label": tf.repeat(e["label"][None], k, 0)}
-            if use_mask:
-                out["mask"] = tf.stack([p[1] for p in pieces])
-            return out, tf.stack(seeds[k:])
-
-        ds = ds.map(sample, num_parallel_calls=AUTOTUNE, deterministic=det).unbatch()
-
     augment = config.augment_config if training else None
     class_weights = None
     if training and config.class_balance == "weights":
         class_weights = tf.constant(sampling.class_weights_from_manifest(manifest, split, num_classes))
     mode = config.label_mode
+    patch = config.patch
+    needs_seed = patch is not None or (augment is not None and bool(augment.ops))
 
     @_no_autograph
     def finish(e, s):
@@ -182,12 +137,89 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
             out["mask"] = mask
         if class_weights is not None:
             out["weight"] = tf.gather(class_weights, e["label"][0])
-        return out
+        return output(out)
+
+    def with_seeds(ds):
+        """Zip per-example stateless seeds [seed, r]; new r each epoch when training, fixed otherwise."""
+        rand = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training)
+        return tf.data.Dataset.zip(ds, rand.map(lambda r: tf.stack([tf.constant(seed, tf.int64), r])))
+
+    files = parse_mod.shard_files(records_dir, split, manifest)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if len(files) > 1:
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                           num_parallel_calls=AUTOTUNE, deterministic=det)
+    else:
+        ds = tf.data.TFRecordDataset(files)
+
+    balance = config.class_balance if training and config.class_balance in ("oversample", "undersample") else None
+    if not config.cache and balance is None and patch is None:
+        # Fast path: shuffle the serialized records (far less memory than decoded images), then parse,
+        # preprocess, augment and encode in one parallel map.
+        if training:
+            ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            if config.repeat:
+                ds = ds.repeat()
+        if needs_seed:
+            ds = with_seeds(ds).map(_no_autograph(lambda r, s: finish(prepare(r), s)),
+                                    num_parallel_calls=AUTOTUNE, deterministic=det)
+        else:
+            ds = ds.map(_no_autograph(lambda r: finish(prepare(r), None)), num_parallel_calls=AUTOTUNE,
+                        deterministic=det)
+        return ds.with_options(_options(det))
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=det)
+    if config.cache == "memory":
+        ds = ds.cache()
+    elif config.cache:
+        os.makedirs(os.path.dirname(os.path.abspath(config.cache)) or ".", exist_ok=True)
+        ds = ds.cache(f"{config.cache}-{split}")
+
+    class_fn = lambda e: e["label"][0]  # noqa: E731
+    if balance is not None:
+        counts = sampling.class_counts_from_manifest(manifest, split, num_classes)
+        if balance == "oversample":
+            ds = sampling.sample_from_datasets(ds, class_fn, counts, config.class_targets, seed=seed,
+                                               shuffle_buffer=config.shuffle_buffer)
+            if not config.repeat:
+                ds = ds.take(int(counts.sum()))
+        else:
+            ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            ds = sampling.rejection_resample(ds, class_fn, counts, config.class_targets, seed=seed)
+            if config.repeat:
+                ds = ds.repeat()
+    elif training:
+        ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if config.repeat:
+            ds = ds.repeat()
+
+    ds = with_seeds(ds)
+    if patch is not None:
+        k = patch.samples_per_volume
+
+        @_no_autograph
+        def sample(e, s):
+            mask = e["mask"] if use_mask else tf.zeros_like(e["image"][..., :1], tf.uint8)
+            seeds = aug.split_seed(s, 2 * k)  # k for the patch centres, k for the augmentation
+            pieces = [sampling.random_patch_3d(e["image"], mask, patch.size, patch.pos_ratio, seeds[i])
+                      for i in range(k)]
+            out = {"image": tf.stack([p[0] for p in pieces]), "label": tf.repeat(e["label"][None], k, 0)}
+            if use_mask:
+                out["mask"] = tf.stack([p[1] for p in pieces])
+            return out, tf.stack(seeds[k:])
+
+        ds = ds.map(sample, num_parallel_calls=AUTOTUNE, deterministic=det).unbatch()
 
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=det)
+    return ds.with_options(_options(det))
+
+
+def _options(deterministic: bool) -> tf.data.Options:
     opts = tf.data.Options()
-    opts.deterministic = det
-    return ds.with_options(opts)
+    opts.deterministic = deterministic
+    return opts
 
 
 def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool, seed: int = 0) -> tf.data.Dataset:
@@ -209,10 +241,7 @@ def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool
         FileNotFoundError / ValueError: missing manifest, unknown split, or a config the records
             cannot satisfy (messages name the directory and what was expected).
     """
-    ds = build_examples(records_dir, split, config, training=training, seed=seed)
-    with_w = training and config.class_balance == "weights"
-    ds = ds.map(lambda e: (e["image"], e["target"], e["weight"]) if with_w else (e["image"], e["target"]),
-                num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    ds = build_examples(records_dir, split, config, training=training, seed=seed, as_tuple=True)
     ds = ds.batch(config.batch_size, drop_remainder=config.drop_remainder,
                   num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
     a = config.augment_config

@@ -56,7 +56,7 @@ def _channels(x, channels: int | None, *, reduce_only: bool = False, repeat_only
     if c == channels:
         return x
     if c == 1:
-        return x if reduce_only else tf.repeat(x, channels, axis=-1)
+        return x if reduce_only else tf.tile(x, [1] * (x.shape.rank - 1) + [channels])
     if channels == 1:
         return x if repeat_only else tf.reduce_mean(x, axis=-1, keepdims=True)
     raise ValueError(f"cannot map {c} channels to {channels}")
