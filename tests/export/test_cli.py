@@ -1,0 +1,80 @@
+"""`medtf export` on a run folder and `medtf edge predict|bench` on its artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medtf.cli.main import main
+
+from ._helpers import tiny_classifier, write_ct_dicom
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from medtf.data.spec import Preprocessing
+    from medtf.training.run import RunInfo
+
+    run = tmp_path_factory.mktemp("run")
+    model = tiny_classifier(input_shape=(32, 32, 1))
+    model.save(run / "model.keras")
+    spec = Preprocessing(intensity="window", windows=((400, 40),), size=(32, 32))
+    RunInfo(name="simple_cnn", task="binary", class_names=("normal", "abnormal"), input_shape=(32, 32, 1),
+            spatial_dims=2, preprocessing=spec, threshold=0.5).save(run)
+    rng = np.random.default_rng(0)
+    x = rng.random((260, 32, 32, 1), dtype=np.float32)
+    p = model.predict(x, verbose=0)[:, 0]
+    y = (p > np.median(p)).astype(np.int64)[:, None]
+    np.savez(run / "data.npz", x_train=x[:200 + 10], y_train=y[:210], x_test=x[200:], y_test=y[200:])
+    return run
+
+
+def test_export_tflite_and_savedmodel_with_parity(run_dir, capsys):
+    out = run_dir / "exp"
+    code = main(["export", str(run_dir), "--format", "tflite-fp32", "--format", "tflite-int8", "--format",
+                 "savedmodel", "--data", str(run_dir / "data.npz"), "--calibration-examples", "200",
+                 "--out", str(out), "--name", "cxr", "--gate", "int8=0.5"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    report = json.loads((out / "parity.json").read_text())
+    assert set(report["exports"]) == {"tflite-fp32", "tflite-int8", "savedmodel"}
+    assert report["exports"]["tflite-fp32"]["max_abs_dprob"] < 1e-5
+    assert report["exports"]["savedmodel"]["max_abs_dprob"] < 1e-5
+    assert (out / "cxr_int8.tflite").is_file() and (out / "cxr_int8.tflite.json").is_file()
+    assert (out / "savedmodel" / "cxr" / "1" / "saved_model.pb").is_file()
+    assert "tflite-int8" in text and "AUC" in text
+
+
+def test_gate_failure_exits_1_and_suggests_qat(run_dir, capsys):
+    code = main(["export", str(run_dir), "--format", "tflite-int8", "--data", str(run_dir / "data.npz"),
+                 "--out", str(run_dir / "exp2"), "--gate", "int8=-1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--qat" in err and "tflite-int8" in err
+
+
+def test_usage_errors(run_dir, tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--format", "tflite-fp32"]) == 2
+    assert "model.json" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--format", "tflite-dynamic", "--target", "tflite-runtime-2.14"]) == 2
+    assert "tflite-runtime 2.14" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--prune", "1.5"]) == 2
+
+
+def test_edge_predict_and_bench(run_dir, tmp_path, capsys):
+    model_path = run_dir / "exp" / "cxr_int8.tflite"
+    if not model_path.is_file():
+        pytest.skip("needs test_export_tflite_and_savedmodel_with_parity")
+    dcm = tmp_path / "a.dcm"
+    write_ct_dicom(dcm)
+    out = tmp_path / "res.json"
+    code = main(["edge", "predict", str(model_path), str(dcm), str(tmp_path / "nope.png"), "--output", str(out)])
+    assert code == 1  # one input rejected, the other predicted
+    res = json.loads(out.read_text())
+    assert res[0]["label"] in ("normal", "abnormal") and len(res[0]["probabilities"]) == 1
+    assert "nope.png" in res[1]["error"]
+    capsys.readouterr()
+    assert main(["edge", "bench", str(model_path), "--runs", "10", "--warmup", "1"]) == 0
+    assert "p50" in capsys.readouterr().out
