@@ -2,15 +2,20 @@
 
 Stages (training=True unless noted):
 
-1. interleave the split's shards (shard order shuffled when training; without a cache the serialized
-   records are shuffled here, which needs far less memory than shuffling decoded images), parse by
-   the record schema and apply the deterministic ``Preprocessing`` (intensity → channels → size) in
-   one fused parallel map;
+1. interleave the split's shards (shard order shuffled when training), parse by the record schema and
+   apply the deterministic ``Preprocessing`` (intensity → channels → size);
 2. optional cache (memory or file) of these deterministic examples;
-3. class balancing (over-/under-sampling) or, with a cache, shuffling; repeat;
+3. class balancing (over-/under-sampling) or shuffling; repeat;
 4. per-example stateless seeds (``Dataset.random``, new each epoch when training, fixed otherwise);
 5. patch sampling relative to the mask (also at evaluation, with fixed seeds); augmentation;
-6. label encoding, sample weights; batch; mixup/cutmix; prefetch(AUTOTUNE).
+6. label encoding, sample weights; batch; mixup/cutmix; channel repetition (1 → N, done last on
+   whole batches: identical values, a third of the augmentation work); prefetch(AUTOTUNE).
+
+Fast path (2D records, a fixed ``preprocessing.size``, no mask, cache, re-sampling or patches): the
+*serialized* records are shuffled (far less memory than decoded images), batched, and parsed and
+preprocessed a batch at a time (``tf.io.parse_example`` + one resize per batch; batches whose images
+differ in size fall back to per-example preprocessing inside the same map). Evaluation batches come
+straight out of that map; training unbatches them for the per-example augmentation.
 
 The same ``seed`` reproduces the same batches (with ``deterministic=True``).
 """
@@ -25,6 +30,7 @@ from medtf.data import augment as aug
 from medtf.data import parse as parse_mod
 from medtf.data import sampling, transforms
 from medtf.data.config import DataConfig
+from medtf.records.schema import feature_spec as schema_feature_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
 # The map functions use Python control flow on static values only (tensor branches use tf.cond
@@ -72,17 +78,36 @@ def _check(config: DataConfig, manifest: dict, info: dict, records_dir) -> None:
             raise ValueError(f"patch size {config.patch.size} needs {rank} values for {rank}D records")
 
 
-def build_examples(records_dir, split: str, config: DataConfig, *, training: bool, seed: int = 0,
-                   manifest: dict | None = None, keep_mask: bool = False, as_tuple: bool = False) -> tf.data.Dataset:
-    """Unbatched, augmented examples as dicts: ``image`` (x), ``target`` (encoded y), ``label`` (record
-    labels), ``mask`` (when used or ``keep_mask``) and ``weight`` (when ``class_balance == "weights"``).
+def _output_channels_before_repeat(spec, channels_in: int | None) -> int | None:
+    c = len(spec.windows) if spec.intensity == "window" else channels_in
+    if c is not None and spec.channels == 1:
+        c = 1
+    return c
 
-    Same arguments as ``build_dataset`` (plus ``keep_mask``: carry the records' masks, moved with the
-    image, even when the label mode does not need them; ``as_tuple``: yield ``(x, y[, w])`` instead
-    of dicts); used by it and by ``medtf data preview``.
-    """
+
+def _preprocess_batch_2d(x, spec):
+    """``Preprocessing`` (without the final 1 → N channel repeat) on a (B, H, W, C) float batch."""
+    if spec.intensity == "zscore" and (spec.mean is None or spec.std is None):
+        mean = tf.constant(spec.mean, tf.float32) if spec.mean is not None else tf.reduce_mean(x, [1, 2, 3], keepdims=True)
+        std = tf.constant(spec.std, tf.float32) if spec.std is not None else tf.math.reduce_std(x, [1, 2, 3], keepdims=True)
+        x = (x - mean) / tf.maximum(std, 1e-6)
+    else:
+        x = transforms.apply_intensity(x, spec)
+    if spec.channels == 1 and x.shape[-1] != 1:
+        x = tf.reduce_mean(x, axis=-1, keepdims=True)
+    if spec.size is not None:
+        if spec.resize == "resize":
+            x = tf.image.resize(x, spec.size, method="bilinear", antialias=False)
+        else:
+            x = tf.image.resize_with_crop_or_pad(x, *spec.size)
+    return x
+
+
+def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed: int, keep_mask: bool,
+           as_tuple: bool):
+    """The pipeline up to (not including) the final batching. Returns ``(dataset, batched)``."""
     records_dir = os.fspath(records_dir)
-    manifest = manifest if manifest is not None else parse_mod.read_manifest(records_dir)
+    manifest = parse_mod.read_manifest(records_dir)
     info = parse_mod.probe(records_dir, split, manifest)
     _check(config, manifest, info, records_dir)
     num_classes = resolve_num_classes(config, manifest, info["label_size"])
@@ -91,6 +116,51 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
     det = config.deterministic
     parse_fn = parse_mod.make_parse_fn(manifest, with_mask=use_mask)
     with_w = training and config.class_balance == "weights"
+    augment = config.augment_config if training else None
+    has_ops = augment is not None and bool(augment.ops)
+    class_weights = None
+    if with_w:
+        class_weights = tf.constant(sampling.class_weights_from_manifest(manifest, split, num_classes))
+    mode = config.label_mode
+    patch = config.patch
+    needs_seed = patch is not None or has_ops
+    balance = config.class_balance if training and config.class_balance in ("oversample", "undersample") else None
+    rank = parse_mod.spatial_rank(manifest)
+    c_in = manifest.get("channels")
+    vectorised = (rank == 2 and not use_mask and spec.size is not None and bool(c_in) and not config.cache
+                  and balance is None and patch is None)
+
+    @_no_autograph
+    def prepare(serialized):
+        e = parse_fn(serialized)
+        if use_mask:
+            image, mask = transforms.apply_preprocessing(e["image"], spec, mask=e["mask"], repeat_channels=False)
+            return {"image": image, "label": e["label"], "mask": mask}
+        return {"image": transforms.apply_preprocessing(e["image"], spec, repeat_channels=False), "label": e["label"]}
+
+    @_no_autograph
+    def prepare_batch(serialized):
+        """Batched twin of ``prepare`` (2D, fixed output size): parse_example + one resize per batch."""
+        fs = schema_feature_spec()
+        p = tf.io.parse_example(serialized, {k: fs[k] for k in ("image", "image_shape", "label")})
+        shapes = tf.sparse.to_dense(p["image_shape"])
+        lengths = tf.strings.length(p["image"])
+        uniform = tf.reduce_all(tf.equal(shapes, shapes[:1])) & tf.reduce_all(tf.equal(lengths, lengths[:1]))
+        out_c = _output_channels_before_repeat(spec, int(c_in))
+        out_spec = tf.TensorSpec(list(spec.size) + [out_c], tf.float32)
+
+        def together():
+            x = tf.io.decode_raw(p["image"], tf.dtypes.as_dtype(manifest["image_dtype"]), little_endian=True)
+            x = tf.reshape(x, tf.concat([tf.shape(serialized, out_type=tf.int64), shapes[0]], 0))
+            x = tf.ensure_shape(tf.cast(x, tf.float32), [None, None, None, int(c_in)])
+            return tf.ensure_shape(_preprocess_batch_2d(x, spec), [None] + out_spec.shape.as_list())
+
+        def one_by_one():
+            return tf.map_fn(lambda r: prepare(r)["image"], serialized, fn_output_signature=out_spec)
+
+        images = tf.cond(tf.size(shapes) > 0, lambda: tf.cond(uniform, together, one_by_one),
+                         lambda: tf.zeros([0] + out_spec.shape.as_list()))
+        return {"image": images, "label": tf.sparse.to_dense(p["label"])}
 
     def output(e):
         if not as_tuple:
@@ -98,26 +168,12 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
         return (e["image"], e["target"], e["weight"]) if with_w else (e["image"], e["target"])
 
     @_no_autograph
-    def prepare(serialized):
-        e = parse_fn(serialized)
-        if use_mask:
-            image, mask = transforms.apply_preprocessing(e["image"], spec, mask=e["mask"])
-            return {"image": image, "label": e["label"], "mask": mask}
-        return {"image": transforms.apply_preprocessing(e["image"], spec), "label": e["label"]}
-
-    augment = config.augment_config if training else None
-    class_weights = None
-    if training and config.class_balance == "weights":
-        class_weights = tf.constant(sampling.class_weights_from_manifest(manifest, split, num_classes))
-    mode = config.label_mode
-    patch = config.patch
-    needs_seed = patch is not None or (augment is not None and bool(augment.ops))
-
-    @_no_autograph
     def finish(e, s):
+        """Augment (needs ``s``), encode labels, sample weights; works on examples or (un-augmented) batches."""
         image = e["image"]
         mask = e.get("mask")
-        if augment is not None and augment.ops:
+        target = None
+        if has_ops:
             if mode == "image":
                 image, mask = aug.augment_example(image, mask, s, augment, stage="geometric")
                 target = image
@@ -126,17 +182,19 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
             else:
                 image, mask = aug.augment_example(image, mask, s, augment)
         if mode == "image":
-            if augment is None or not augment.ops:
-                target = image
+            target = image if target is None else target
         elif mode == "mask":
             target = transforms.encode_mask(mask, num_classes, config.mask_onehot)
         else:
             target = transforms.encode_label(e["label"], mode, num_classes)
+        if not as_tuple:  # examples for preview & co. carry the full channel count
+            image = transforms.repeat_channels(image, spec)
+            target = transforms.repeat_channels(target, spec) if mode == "image" else target
         out = {"image": image, "target": target, "label": e["label"]}
         if mask is not None:
             out["mask"] = mask
         if class_weights is not None:
-            out["weight"] = tf.gather(class_weights, e["label"][0])
+            out["weight"] = tf.gather(class_weights, e["label"][..., 0])
         return output(out)
 
     def with_seeds(ds):
@@ -154,21 +212,31 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
     else:
         ds = tf.data.TFRecordDataset(files)
 
-    balance = config.class_balance if training and config.class_balance in ("oversample", "undersample") else None
     if not config.cache and balance is None and patch is None:
-        # Fast path: shuffle the serialized records (far less memory than decoded images), then parse,
-        # preprocess, augment and encode in one parallel map.
+        # Shuffle the serialized records: far less memory than shuffling decoded images.
         if training:
             ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
             if config.repeat:
                 ds = ds.repeat()
-        if needs_seed:
+        if vectorised:
+            final = not needs_seed and as_tuple
+            ds = ds.batch(config.batch_size, drop_remainder=config.drop_remainder and final)
+            if final:  # evaluation: the batches are the output
+                ds = ds.map(_no_autograph(lambda r: finish(prepare_batch(r), None)),
+                            num_parallel_calls=AUTOTUNE, deterministic=det)
+                return ds.with_options(_options(det)), True
+            ds = ds.map(prepare_batch, num_parallel_calls=AUTOTUNE, deterministic=det).unbatch()
+            if needs_seed:
+                ds = with_seeds(ds).map(finish, num_parallel_calls=AUTOTUNE, deterministic=det)
+            else:
+                ds = ds.map(_no_autograph(lambda e: finish(e, None)), num_parallel_calls=AUTOTUNE, deterministic=det)
+        elif needs_seed:
             ds = with_seeds(ds).map(_no_autograph(lambda r, s: finish(prepare(r), s)),
                                     num_parallel_calls=AUTOTUNE, deterministic=det)
         else:
             ds = ds.map(_no_autograph(lambda r: finish(prepare(r), None)), num_parallel_calls=AUTOTUNE,
                         deterministic=det)
-        return ds.with_options(_options(det))
+        return ds.with_options(_options(det)), False
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=det)
     if config.cache == "memory":
@@ -213,13 +281,27 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
         ds = ds.map(sample, num_parallel_calls=AUTOTUNE, deterministic=det).unbatch()
 
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=det)
-    return ds.with_options(_options(det))
+    return ds.with_options(_options(det)), False
 
 
 def _options(deterministic: bool) -> tf.data.Options:
     opts = tf.data.Options()
     opts.deterministic = deterministic
     return opts
+
+
+def build_examples(records_dir, split: str, config: DataConfig, *, training: bool, seed: int = 0,
+                   keep_mask: bool = False) -> tf.data.Dataset:
+    """Unbatched, augmented examples as dicts: ``image`` (x), ``target`` (encoded y), ``label`` (record
+    labels), ``mask`` (when used or ``keep_mask``) and ``weight`` (when ``class_balance == "weights"``).
+
+    Same arguments as ``build_dataset`` (plus ``keep_mask``: carry the records' masks, moved with the
+    image, even when the label mode does not need them); used by ``medtf data preview``. Mixup/cutmix
+    (batch ops) are not applied.
+    """
+    ds, batched = _build(records_dir, split, config, training=training, seed=seed, keep_mask=keep_mask,
+                         as_tuple=False)
+    return ds.unbatch() if batched else ds
 
 
 def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool, seed: int = 0) -> tf.data.Dataset:
@@ -241,9 +323,11 @@ def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool
         FileNotFoundError / ValueError: missing manifest, unknown split, or a config the records
             cannot satisfy (messages name the directory and what was expected).
     """
-    ds = build_examples(records_dir, split, config, training=training, seed=seed, as_tuple=True)
-    ds = ds.batch(config.batch_size, drop_remainder=config.drop_remainder,
-                  num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    ds, batched = _build(records_dir, split, config, training=training, seed=seed, keep_mask=False, as_tuple=True)
+    det = config.deterministic
+    if not batched:
+        ds = ds.batch(config.batch_size, drop_remainder=config.drop_remainder,
+                      num_parallel_calls=AUTOTUNE, deterministic=det)
     a = config.augment_config
     if training and a.mixes:
         is_mask = config.label_mode == "mask"
@@ -264,8 +348,18 @@ def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool
 
         rand = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
         seeds = rand.map(lambda r: tf.stack([tf.constant(seed + 1, tf.int64), r]))
-        ds = tf.data.Dataset.zip(seeds, ds).map(mix, num_parallel_calls=AUTOTUNE,
-                                                 deterministic=config.deterministic)
+        ds = tf.data.Dataset.zip(seeds, ds).map(mix, num_parallel_calls=AUTOTUNE, deterministic=det)
+    spec = config.preprocessing
+    if spec.channels is not None and spec.channels > 1:
+        # 1 → N channel repetition last, on whole batches (a no-op when the channels already match)
+        image_mode = config.label_mode == "image"
+
+        def repeat(*b):
+            x = transforms.repeat_channels(b[0], spec)
+            y = transforms.repeat_channels(b[1], spec) if image_mode else b[1]
+            return (x, y) + tuple(b[2:])
+
+        ds = ds.map(repeat, num_parallel_calls=AUTOTUNE, deterministic=det)
     return ds.prefetch(AUTOTUNE)
 
 

@@ -147,15 +147,28 @@ def apply_size(image, spec: Preprocessing, *, mask=None):
     return image if mask is None else (image, mask)
 
 
-def apply_preprocessing(image, spec: Preprocessing, *, mask=None):
+def repeat_channels(x, spec: Preprocessing):
+    """The 1 → ``spec.channels`` repetition (exact copies) of any (..., 1) tensor; else unchanged."""
+    x = tf.convert_to_tensor(x)
+    n = spec.channels
+    if n is None or n == 1 or x.shape[-1] != 1:
+        return x
+    # a (…, 1) × (1, n) product of ones: exact, and faster than tf.repeat/tf.tile on CPU
+    flat = tf.matmul(tf.reshape(x, [-1, 1]), tf.ones([1, n], x.dtype))
+    return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [n]], 0))
+
+
+def apply_preprocessing(image, spec: Preprocessing, *, mask=None, repeat_channels: bool = True):
     """Graph twin of ``medtf.data.spec.apply_numpy``: intensity → channels → size.
 
-    Channel repetition is done after resizing (identical result, cheaper).
+    Channel repetition (1 → N, exact copies) is done after resizing (identical result, cheaper).
 
     Args:
         image: (H, W, C) or (D, H, W, C) tensor of stored values.
         spec: the ``Preprocessing``.
         mask: optional (spatial..., 1) mask, resized with nearest neighbour / cropped alike.
+        repeat_channels: False leaves a single channel unrepeated (the pipeline repeats whole
+            batches at the end; see ``repeat_channels``).
 
     Returns:
         float32 image, or ``(image, mask)`` when a mask is given.
@@ -166,7 +179,8 @@ def apply_preprocessing(image, spec: Preprocessing, *, mask=None):
         x = apply_size(x, spec)
     else:
         x, mask = apply_size(x, spec, mask=mask)
-    x = _channels(x, spec.channels, repeat_only=True)
+    if repeat_channels:
+        x = _channels(x, spec.channels, repeat_only=True)
     return x if mask is None else (x, mask)
 
 
@@ -176,18 +190,20 @@ def apply_preprocessing(image, spec: Preprocessing, *, mask=None):
 
 
 def encode_label(label, mode: str, num_classes: int | None):
-    """Encode a record's int64 label vector for ``mode`` (see ``DataConfig.label_mode``)."""
+    """Encode a record's int64 label vector (or a (B, L) batch of them) for ``mode`` (see
+    ``DataConfig.label_mode``)."""
     label = tf.convert_to_tensor(label)
     if mode == "sparse":
-        return tf.cast(label[0], tf.int32)
+        return tf.cast(label[..., 0], tf.int32)
     if mode == "onehot":
-        return tf.one_hot(label[0], num_classes, dtype=tf.float32)
+        return tf.one_hot(label[..., 0], num_classes, dtype=tf.float32)
     if mode == "binary":
-        return tf.cast(label[:1] > 0, tf.float32)
+        return tf.cast(label[..., :1] > 0, tf.float32)
     if mode == "multilabel":
-        return tf.ensure_shape(tf.cast(label > 0, tf.float32), [num_classes])
+        y = tf.cast(label > 0, tf.float32)
+        return tf.ensure_shape(y, y.shape[:-1].concatenate([num_classes]))
     if mode == "ordinal":
-        return tf.cast(label[0] > tf.range(num_classes - 1, dtype=label.dtype), tf.float32)
+        return tf.cast(label[..., :1] > tf.range(num_classes - 1, dtype=label.dtype), tf.float32)
     raise ValueError(f"encode_label: label_mode {mode!r} is not a label encoding")
 
 
