@@ -360,7 +360,9 @@ def _subprocess_main(argv=None) -> int:
         def annotate(layer):
             if isinstance(layer, tf_keras.layers.InputLayer):
                 return layer
-            if registry.supports(layer):
+            # BatchNormalization is folded into the preceding convolution by tfmot's layout transforms
+            # only when it is annotated too (the registry alone does not list it)
+            if registry.supports(layer) or isinstance(layer, tf_keras.layers.BatchNormalization):
                 annotated.append(layer.name)
                 return tfmot.quantization.keras.quantize_annotate_layer(layer)
             floats.append(layer.name)
