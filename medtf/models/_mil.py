@@ -65,4 +65,4 @@ def attention_mil(input_shape: Sequence[int | None], num_classes: int, task: str
     pooled, _ = GatedAttentionPooling(attention_dim, num_heads=num_heads, gated=gated, return_attention=True,
                                       name="mil_pooling")(x, mask=mask)
     outputs = apply_head(pooled, num_classes, task, dropout)
-    return keras.Model({"instances": instances, "mask": mask} if with_mask else instances, outputs, name=name)
+    return keras.Model(inputs if with_mask else instances, outputs, name=name)

@@ -4,7 +4,8 @@
 correction to the (pre-upsampled) input. ``up`` is parameter-free bilinear (2D) / nearest (3D) upsampling by
 ``scale`` (layer ``input_upsample``; identity for denoising, ``scale=1``). The body is the U-Net of
 :func:`medtf.models.unet` without batch normalisation by default (BN hurts intensity fidelity in restoration)
-and a linear 1×1 output (``residual``), added to the input in float32 → output ``"predictions"``.
+and a linear 1×1 output (``residual``, initialised small so the untrained model is close to the identity
+while gradients still reach the body), added to the input in float32 → output ``"predictions"``.
 Train with L1 + (1 − SSIM) (e.g. ``0.84·(1−SSIM) + 0.16·L1``, Zhao et al. 2017).
 """
 
@@ -75,7 +76,8 @@ def restoration_unet(spatial_dims: int = 2, input_shape: Sequence[int | None] | 
     features, _ = apply_unet_body(x, depth=depth, base_filters=base_filters, attention_gates=False,
                                   residual=residual, upsampling=upsampling, batch_norm=batch_norm)
     correction = conv_layer(spatial_dims, out_channels, 1, name="residual" if residual_learning else "body_out",
-                            use_bias=True, kernel_initializer="zeros" if residual_learning else "glorot_uniform",
+                            use_bias=True, kernel_initializer=(keras.initializers.VarianceScaling(0.01) if residual_learning
+                                                else "glorot_uniform"),
                             dtype="float32")(features)
     if residual_learning:
         correction = keras.layers.Add(dtype="float32", name="add_input")([keras.layers.Activation(

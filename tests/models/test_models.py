@@ -1,0 +1,284 @@
+"""Model builders: shape table, one training step (float32 / mixed_bfloat16), .keras round trip, TFLite.
+
+Small configurations keep the default run fast; full-size models live in the benchmark and `-m slow` tests.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from medtf import models  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _models_testutil import tflite_convert, tflite_ops, tflite_run, train_step  # noqa: E402
+
+# name → (builder, kwargs, kind) ; kind: "cls" (classifier), "seg", "restore", "mil"
+SMALL = {
+    "simple2d": ("simple_cnn", dict(input_shape=(32, 32, 1), num_classes=3, task="multiclass"), "cls"),
+    "simple3d": ("simple_cnn", dict(input_shape=(16, 16, 16, 1), num_classes=2, task="binary"), "cls"),
+    "efficientnet": ("efficientnet", dict(variant="b0", input_shape=(32, 32, 1), num_classes=3), "cls"),
+    "densenet3d_cbam": ("densenet3d_cbam", dict(input_shape=(32, 32, 32, 1), num_classes=2, growth_rate=8,
+                                                block_config=(2, 2, 2, 2), cbam=("block", "layer", "transition")),
+                        "cls"),
+    "xception_multiscale": ("xception_multiscale", dict(input_shape=(144, 144, 1), num_classes=5, task="ordinal",
+                                                        shared_weights=True, fusion_filters=16), "cls"),
+    "unet2d": ("unet", dict(spatial_dims=2, input_shape=(32, 32, 1), num_classes=3, depth=3, base_filters=4,
+                            attention_gates=True, residual=True, deep_supervision=True), "seg"),
+    "unet3d": ("unet", dict(spatial_dims=3, input_shape=(16, 16, 16, 2), num_classes=1, depth=2, base_filters=4,
+                            attention_gates=True, upsampling="resize"), "seg"),
+    "resnet3d": ("resnet3d", dict(input_shape=(32, 32, 32, 1), num_classes=4, task="multilabel", depth=18,
+                                  base_filters=4), "cls"),
+    "attention_mil": ("attention_mil", dict(input_shape=(12, 32), num_classes=2, task="binary",
+                                            hidden_units=(16,), attention_dim=8), "mil"),
+    "restoration2d": ("restoration_unet", dict(spatial_dims=2, input_shape=(16, 16, 1), depth=2, base_filters=4,
+                                               scale=2), "restore"),
+    "restoration3d": ("restoration_unet", dict(spatial_dims=3, input_shape=(8, 8, 8, 1), depth=2, base_filters=4),
+                      "restore"),
+}
+TWO_D = ["simple2d", "efficientnet", "xception_multiscale", "unet2d", "attention_mil", "restoration2d"]
+
+
+def build_small(key, **override):
+    name, kwargs, _ = SMALL[key]
+    return models.build(name, **{**kwargs, **override})
+
+
+def batch(model, key, n=2, seed=0):
+    """Random inputs in [0, 1] and matching targets for ``model``."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, *model.input_shape[1:])).astype("float32")
+    kind = SMALL[key][2]
+    out_shape = model.output_shape[0] if isinstance(model.output_shape, list) else model.output_shape
+    if kind == "restore":
+        y = rng.random((n, *out_shape[1:])).astype("float32")
+        return x, y, keras.losses.MeanAbsoluteError(reduction=None)
+    y = (rng.random((n, *out_shape[1:])) > 0.5).astype("float32")
+    if kind == "seg" and out_shape[-1] > 1:
+        y = keras.ops.one_hot(rng.integers(0, out_shape[-1], (n, *out_shape[1:-1])), out_shape[-1])
+        return x, y, keras.losses.CategoricalCrossentropy(reduction=None)
+    if out_shape[-1] > 1 and SMALL[key][1].get("task", "multiclass") == "multiclass" and kind == "cls":
+        return x, keras.ops.one_hot(rng.integers(0, out_shape[-1], n), out_shape[-1]), \
+            keras.losses.CategoricalCrossentropy(reduction=None)
+    return x, y, keras.losses.BinaryCrossentropy(reduction=None)
+
+
+# ------------------------------------------------------------------------------------------- shape table
+SHAPES = [
+    # (builder, kwargs, expected output shape(s) without batch)
+    ("simple_cnn", dict(input_shape=(32, 32, 1), num_classes=2, task="binary"), (1,)),
+    ("simple_cnn", dict(input_shape=(32, 32, 3), num_classes=4, task="ordinal"), (3,)),
+    ("simple_cnn", dict(input_shape=(8, 16, 16, 2), num_classes=5, task="multilabel"), (5,)),
+    ("efficientnet", dict(variant="b0", input_shape=(64, 64, 1), num_classes=2, task="binary"), (1,)),
+    ("efficientnet", dict(variant="v2b0", input_shape=(64, 64, 3), num_classes=14, task="multilabel"), (14,)),
+    ("densenet3d_cbam", dict(input_shape=(32, 32, 32, 1), num_classes=3, growth_rate=4, block_config=(1, 1)), (3,)),
+    ("densenet3d_cbam", dict(input_shape=(16, 32, 32, 2), num_classes=2, task="binary", growth_rate=4,
+                             block_config=(1, 1), cbam=None), (1,)),
+    ("resnet3d", dict(input_shape=(32, 32, 32, 1), num_classes=5, task="ordinal", base_filters=4), (4,)),
+    ("resnet3d", dict(input_shape=(16, 32, 32, 3), num_classes=2, depth=50, base_filters=4,
+                      stem_strides=(1, 2, 2)), (2,)),
+    ("xception_multiscale", dict(input_shape=(144, 144, 3), num_classes=5, shared_weights=True,
+                                 fusion_filters=8), (5,)),
+    ("unet", dict(spatial_dims=2, input_shape=(64, 64, 1), num_classes=2, depth=3, base_filters=4), (64, 64, 2)),
+    ("unet", dict(spatial_dims=2, input_shape=(32, 48, 3), num_classes=1, depth=2, base_filters=4,
+                  upsampling="resize"), (32, 48, 1)),
+    ("unet", dict(spatial_dims=3, input_shape=(16, 16, 16, 1), num_classes=4, depth=2, base_filters=4,
+                  deep_supervision=True), [(16, 16, 16, 4)] * 2),
+    ("unet", dict(spatial_dims=3, input_shape=(16, 32, 32, 2), num_classes=1, depth=3, base_filters=4,
+                  residual=True, attention_gates=True), (16, 32, 32, 1)),
+    ("unet", dict(spatial_dims=2, input_shape=(None, None, 1), num_classes=2, depth=2, base_filters=4), (None, None, 2)),
+    ("attention_mil", dict(input_shape=(None, 64), num_classes=3, task="multiclass"), (3,)),
+    ("restoration_unet", dict(spatial_dims=2, input_shape=(32, 32, 3), depth=2, base_filters=4), (32, 32, 3)),
+    ("restoration_unet", dict(spatial_dims=3, input_shape=(8, 16, 16, 1), depth=2, base_filters=4, scale=2),
+     (16, 32, 32, 1)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,expected", SHAPES, ids=[f"{s[0]}-{i}" for i, s in enumerate(SHAPES)])
+def test_output_shape_table(name, kwargs, expected):
+    model = models.build(name, **kwargs)
+    if isinstance(expected, list):
+        assert [tuple(s[1:]) for s in model.output_shape] == expected
+        assert model.output_names[:2] == ["predictions", "aux_1"]
+    else:
+        assert tuple(model.output_shape[1:]) == expected
+        assert model.output_names == ["predictions"]
+    for out in model.outputs:
+        assert out.dtype == "float32"
+    layer_types = {type(layer).__name__ for layer in model._flatten_layers()}
+    assert not layer_types & {"MaxPooling3D", "AveragePooling3D"}, "3D pooling has no TFLite kernel"
+
+
+def test_predictions_are_probabilities():
+    model = build_small("unet2d")
+    x, _, _ = batch(model, "unet2d")
+    pred, *aux = model.predict(x, verbose=0)
+    np.testing.assert_allclose(pred.sum(-1), 1.0, atol=1e-5)
+    assert len(aux) == 2 and all(a.shape == pred.shape for a in aux)
+    model = build_small("unet3d")
+    p = model.predict(batch(model, "unet3d")[0], verbose=0)
+    assert p.min() >= 0 and p.max() <= 1
+
+
+# ------------------------------------------------------------------------------------------- training step
+def _bf16_conv_kernels_available() -> str | None:
+    try:
+        with tf.GradientTape() as tape:
+            x = tf.random.normal((1, 4, 4, 4, 2), dtype=tf.bfloat16)
+            w = tf.Variable(tf.random.normal((3, 3, 3, 2, 2), dtype=tf.bfloat16))
+            y = tf.reduce_sum(tf.nn.conv3d(x, w, [1] * 5, "SAME"))
+        tape.gradient(y, w).numpy()
+        tf.nn.conv2d_transpose(tf.zeros((1, 2, 2, 2), tf.bfloat16), tf.zeros((2, 2, 2, 2), tf.bfloat16),
+                               (1, 4, 4, 2), 2).numpy()
+    except Exception as exc:  # noqa: BLE001
+        return f"bfloat16 conv kernels unavailable on this CPU: {type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+@pytest.fixture(params=["float32", "mixed_bfloat16"])
+def policy(request):
+    if request.param == "mixed_bfloat16":
+        reason = _bf16_conv_kernels_available()
+        if reason:
+            pytest.skip(reason)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(request.param)
+    yield request.param
+    keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("key", sorted(SMALL))
+def test_one_training_step(key, policy):
+    model = build_small(key)
+    x, y, loss_fn = batch(model, key)
+    loss, changed = train_step(model, x, y, loss_fn)
+    assert np.isfinite(loss)
+    assert changed > 0.9, f"only {changed:.0%} of the trainable variables were updated"
+    for out in model.outputs:
+        assert out.dtype == "float32"
+    if policy == "mixed_bfloat16":
+        compute = {layer.compute_dtype for layer in model._flatten_layers() if layer.weights}
+        assert "bfloat16" in compute
+        assert model.get_layer("predictions").compute_dtype == "float32"
+
+
+@pytest.mark.slow
+def test_densenet121_3d_train_step_at_32():
+    """The full DenseNet-121 topology (growth 8) at 32³ trains one step."""
+    model = models.build("densenet3d_cbam", input_shape=(32, 32, 32, 1), num_classes=2, growth_rate=8)
+    assert len([l for l in model.layers if l.name.endswith("_2_conv")]) == 58  # 6+12+24+16 dense layers
+    x = np.random.default_rng(0).random((2, 32, 32, 32, 1)).astype("float32")
+    loss, changed = train_step(model, x, keras.ops.one_hot(np.array([0, 1]), 2),
+                               keras.losses.CategoricalCrossentropy(reduction=None))
+    assert np.isfinite(loss) and changed > 0.9
+
+
+# ------------------------------------------------------------------------------------------- serialisation
+@pytest.mark.parametrize("key", sorted(SMALL))
+def test_keras_round_trip(key, tmp_path):
+    model = build_small(key)
+    x, y, loss_fn = batch(model, key, seed=1)
+    train_step(model, x, y, loss_fn)  # non-trivial BN statistics / weights
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    before, after = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for a, b in zip(before if isinstance(before, list) else [before], after if isinstance(after, list) else [after]):
+        np.testing.assert_array_equal(a, b)
+    assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+
+
+def test_layer_names_are_stable():
+    a, b = build_small("efficientnet"), build_small("efficientnet")
+    assert [l.name for l in a.layers] == [l.name for l in b.layers]
+    assert {"image", "input_scale", "keras_rescaling", "keras_normalization", "top_activation", "predictions"} <= {
+        l.name for l in a.layers}
+    unet_a, unet_b = build_small("unet2d"), build_small("unet2d")
+    assert [l.name for l in unet_a.layers] == [l.name for l in unet_b.layers]
+
+
+# ------------------------------------------------------------------------------------------- TFLite
+def _feeds(model, key, n=1, seed=3):
+    rng = np.random.default_rng(seed)
+    return {inp.name: rng.random((n, *inp.shape[1:])).astype("float32") for inp in model.inputs}
+
+
+@pytest.mark.parametrize("key", sorted(SMALL))
+def test_tflite_fp32_matches_keras(key):
+    model = build_small(key)
+    x, y, loss_fn = batch(model, key)
+    train_step(model, x, y, loss_fn)
+    blob = tflite_convert(model)
+    ops = {name for name, _ in tflite_ops(blob)}
+    assert not any(o.startswith("Flex") or o == "CUSTOM" for o in ops), ops
+    feeds = _feeds(model, key)
+    expected = model.predict(feeds[model.inputs[0].name], verbose=0)
+    expected = expected if isinstance(expected, list) else [expected]
+    got = tflite_run(blob, feeds)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, atol=1e-4)  # fp32 probabilities / intensities
+
+
+def _representative(model, n=16, seed=7):
+    rng = np.random.default_rng(seed)
+
+    def gen():
+        for _ in range(n):
+            yield [rng.random((1, *inp.shape[1:])).astype("float32") for inp in model.inputs]
+    return gen
+
+
+# int8 tolerance on probabilities / intensities in [0, 1]: max |Δ| over all outputs.
+INT8_TOL = {"simple2d": 0.1, "efficientnet": 0.15, "xception_multiscale": 0.15, "unet2d": 0.15,
+            "attention_mil": 0.1, "restoration2d": 0.1}
+
+
+@pytest.mark.parametrize("key", [k for k in TWO_D if k != "xception_multiscale"])
+def test_tflite_full_int8_2d(key):
+    _check_int8(key)
+
+
+@pytest.mark.slow
+def test_tflite_full_int8_xception():
+    _check_int8("xception_multiscale")
+
+
+def _check_int8(key):
+    model = build_small(key)
+    x, y, loss_fn = batch(model, key, n=4)
+    for _ in range(3):
+        train_step(model, x, y, loss_fn)
+    blob = tflite_convert(model, int8=True, representative=_representative(model))
+    ops = tflite_ops(blob)
+    float_ops = [name for name, dtypes in ops if name not in ("QUANTIZE", "DEQUANTIZE")
+                 and any(d == np.float32 for d in dtypes)]
+    assert not float_ops, f"ops left in float in a full-int8 model: {float_ops}"
+    feeds = _feeds(model, key, seed=7)  # one of the calibration-like inputs
+    expected = model.predict(feeds[model.inputs[0].name] if len(feeds) == 1 else feeds, verbose=0)
+    expected = expected if isinstance(expected, list) else [expected]
+    got = tflite_run(blob, feeds)
+    for e, g in zip(expected, got):
+        assert np.abs(g - e).max() <= INT8_TOL[key], f"{key}: int8 max |diff| {np.abs(g - e).max():.3f}"
+
+
+def test_3d_int8_keeps_conv3d_in_float():
+    """Documented behaviour: CONV_3D has no int8 kernel; with int8 optimisation it stays float between
+    QUANTIZE/DEQUANTIZE, and a strict TFLITE_BUILTINS_INT8 conversion fails."""
+    model = build_small("simple3d")
+    rep = _representative(model, n=4)
+    blob = tflite_convert(model, int8=True, representative=rep, int8_only=False)
+    ops = tflite_ops(blob)
+    conv3d = [dtypes for name, dtypes in ops if name == "CONV_3D"]
+    assert conv3d and all(dtypes[0] == np.float32 for dtypes in conv3d)
+    assert "QUANTIZE" in {n for n, _ in ops} and "DEQUANTIZE" in {n for n, _ in ops}
+    feeds = _feeds(model, "simple3d")
+    np.testing.assert_allclose(tflite_run(blob, feeds)[0], model.predict(feeds["image"], verbose=0), atol=0.05)
+    with pytest.raises(Exception):
+        tflite_convert(model, int8=True, representative=rep, int8_only=True)
