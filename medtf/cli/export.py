@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-test", type=int, default=None, help="evaluate on at most this many test examples")
     p.add_argument("--name", default=None, help="served model name (default: the run folder name)")
     p.add_argument("--version", type=int, default=1, help="SavedModel version folder")
+    p.add_argument("--profile", default=None,
+                   help="deployment profile YAML (export/profiles/*.yaml); explicit options win")
     p.add_argument("--data", default=None,
                    help="npz with preprocessed x_train/y_train/x_test/y_test instead of the run's records")
     p.set_defaults(func=run)
@@ -102,9 +104,51 @@ def _targets(task: str, y, n_out: int):
     return y[:, None].astype("float32")
 
 
+PROFILE_KEYS = {"formats": "format", "target": "target", "io": "io", "calibration_examples": "calibration_examples",
+                "gate": "gate", "qat": "qat", "prune": "prune", "qat_epochs": "qat_epochs", "version": "version",
+                "name": "name"}
+_DEFAULTS = {"format": None, "target": "ai-edge-litert", "io": "int8", "calibration_examples": 500, "gate": None,
+             "qat": False, "prune": None, "qat_epochs": None, "version": 1, "name": None}
+
+
+def apply_profile(args, path) -> None:
+    """Fill options still at their defaults from a deployment profile YAML.
+
+    Raises:
+        FileNotFoundError: no such profile.
+        ValueError: unknown keys or values (message names the file and the key).
+    """
+    import yaml
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--profile {path}: no such file")
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"--profile {path}: expected a mapping of options")
+    unknown = sorted(set(doc) - set(PROFILE_KEYS))
+    if unknown:
+        raise ValueError(f"--profile {path}: unknown keys {unknown}; expected some of {sorted(PROFILE_KEYS)}")
+    for key, value in doc.items():
+        dest = PROFILE_KEYS[key]
+        if key == "formats":
+            value = [value] if isinstance(value, str) else list(value)
+            bad = [f for f in value if f not in FORMAT_CHOICES]
+            if bad:
+                raise ValueError(f"--profile {path}: formats {bad} not in {list(FORMAT_CHOICES)}")
+        if getattr(args, dest) == _DEFAULTS[dest]:
+            setattr(args, dest, value)
+
+
 def run(args) -> int:
     from medtf.cli.main import EXIT_CHECK_FAILED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
+    if args.profile:
+        try:
+            apply_profile(args, args.profile)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     run_dir = pathlib.Path(args.run)
     formats = args.format or ["all"]
     if "all" in formats:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -78,3 +79,43 @@ def test_edge_predict_and_bench(run_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["edge", "bench", str(model_path), "--runs", "10", "--warmup", "1"]) == 0
     assert "p50" in capsys.readouterr().out
+
+
+def test_profiles_apply_and_validate(tmp_path):
+    import argparse
+
+    from medtf.cli.export import apply_profile, register
+
+    profiles = sorted((pathlib.Path(__file__).resolve().parents[2] / "export" / "profiles").glob("*.yaml"))
+    assert {p.name for p in profiles} >= {"edge-int8.yaml", "serving.yaml"}
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    for prof in profiles:
+        args = parser.parse_args(["export", "RUN"])
+        apply_profile(args, prof)
+        assert args.format
+    args = parser.parse_args(["export", "RUN", "--target", "tflite-runtime-2.14"])
+    apply_profile(args, [p for p in profiles if p.name == "edge-int8.yaml"][0])
+    assert args.format == ["tflite-fp32", "tflite-int8"] and args.target == "tflite-runtime-2.14"  # explicit wins
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("formats: [onnx]\n")
+    with pytest.raises(ValueError, match="bad.yaml.*onnx"):
+        apply_profile(parser.parse_args(["export", "RUN"]), bad)
+
+
+def test_bench_device_script_runs_without_medtf(run_dir, tmp_path):
+    import subprocess
+    import sys
+
+    model_path = run_dir / "exp" / "cxr_int8.tflite"
+    if not model_path.is_file():
+        pytest.skip("needs test_export_tflite_and_savedmodel_with_parity")
+    script = pathlib.Path(__file__).resolve().parents[2] / "export" / "bench_device.py"
+    out = tmp_path / "b.json"
+    proc = subprocess.run([sys.executable, str(script), str(model_path), str(run_dir / "exp" / "cxr_fp32.tflite"),
+                           "--runs", "10", "--warmup", "1", "--json", str(out)], capture_output=True, text=True,
+                          cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert len(res["models"]) == 2
+    assert all(m["p50_ms"] > 0 for m in res["models"].values())
