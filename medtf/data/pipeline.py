@@ -206,7 +206,7 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training and len(files) > 1:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if len(files) > 1:
+    if training and len(files) > 1:  # mix shards; evaluation reads them in manifest order
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                            num_parallel_calls=AUTOTUNE, deterministic=det)
     else:
@@ -221,8 +221,8 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
         if vectorised:
             final = not needs_seed and as_tuple
             ds = ds.batch(config.batch_size, drop_remainder=config.drop_remainder and final)
-            if final:  # evaluation: the batches are the output
-                ds = ds.map(_no_autograph(lambda r: finish(prepare_batch(r), None)),
+            if final:  # evaluation: the batches are the output, channels repeated in the same map
+                ds = ds.map(_no_autograph(lambda r: _repeat_batch(finish(prepare_batch(r), None), spec, mode)),
                             num_parallel_calls=AUTOTUNE, deterministic=det)
                 return ds.with_options(_options(det)), True
             ds = ds.map(prepare_batch, num_parallel_calls=AUTOTUNE, deterministic=det).unbatch()
@@ -282,6 +282,13 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
 
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=det)
     return ds.with_options(_options(det)), False
+
+
+def _repeat_batch(batch: tuple, spec, mode: str) -> tuple:
+    """1 → N channel repetition of x (and of y for restoration) in an ``(x, y[, w])`` batch."""
+    x = transforms.repeat_channels(batch[0], spec)
+    y = transforms.repeat_channels(batch[1], spec) if mode == "image" else batch[1]
+    return (x, y) + tuple(batch[2:])
 
 
 def _options(deterministic: bool) -> tf.data.Options:
@@ -350,16 +357,10 @@ def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool
         seeds = rand.map(lambda r: tf.stack([tf.constant(seed + 1, tf.int64), r]))
         ds = tf.data.Dataset.zip(seeds, ds).map(mix, num_parallel_calls=AUTOTUNE, deterministic=det)
     spec = config.preprocessing
-    if spec.channels is not None and spec.channels > 1:
+    if not batched and spec.channels is not None and spec.channels > 1:
         # 1 → N channel repetition last, on whole batches (a no-op when the channels already match)
-        image_mode = config.label_mode == "image"
-
-        def repeat(*b):
-            x = transforms.repeat_channels(b[0], spec)
-            y = transforms.repeat_channels(b[1], spec) if image_mode else b[1]
-            return (x, y) + tuple(b[2:])
-
-        ds = ds.map(repeat, num_parallel_calls=AUTOTUNE, deterministic=det)
+        ds = ds.map(lambda *b: _repeat_batch(b, spec, config.label_mode), num_parallel_calls=AUTOTUNE,
+                    deterministic=det)
     return ds.prefetch(AUTOTUNE)
 
 

@@ -67,3 +67,8 @@ def random_images(n, shape, *, seed=0, num_classes=2, with_mask=False, dtype=np.
         mask = (rng.random(shape[:-1]) > 0.7).astype(np.uint8) if with_mask else None
         items.append((img, i % num_classes, mask))
     return items
+
+
+def record_order(items, shards: int):
+    """Items in the order an evaluation pass reads them: shard by shard (items go round-robin)."""
+    return [it for s in range(shards) for it in items[s::shards]]

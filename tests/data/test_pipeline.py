@@ -13,7 +13,7 @@ from medtf.data.config import AugmentConfig, OpConfig
 from medtf.data.pipeline import steps_per_epoch
 from medtf.data.spec import apply_numpy
 
-from ._records import random_images, write_records
+from ._records import random_images, record_order, write_records
 
 SCALE = Preprocessing(intensity="scale", scale=255.0)
 
@@ -97,6 +97,7 @@ def test_same_seed_same_batch_other_seed_other_batch(rec2d):
 ])
 def test_label_modes(rec2d, mode, num_classes, y_shape, y_dtype):
     d, _, val = rec2d
+    val = record_order(val, 3)
     cfg = DataConfig(batch_size=5, preprocessing=SCALE, label_mode=mode, num_classes=num_classes)
     x, y = _take(build_dataset(d, "val", cfg, training=False), 1)[0]
     assert x.shape == (5, 20, 24, 1) and y.shape == y_shape and y.dtype == y_dtype
