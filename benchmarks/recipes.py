@@ -200,7 +200,7 @@ def em_membrane(ctx: Ctx) -> dict:
     from medtf.training.run import load_model
 
     rec = ctx.work / "records" / "isbi2012"
-    prepare(_shared("isbi2012_em_membrane"), rec)
+    prepare(_shared("isbi2012_em_membrane"), rec, tile=256)
     t0 = time.perf_counter()
     run = _train("em_membrane", ctx, rec)
     train_min = (time.perf_counter() - t0) / 60

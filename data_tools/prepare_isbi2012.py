@@ -5,7 +5,7 @@ Split (fixed, by slice index, the recipe's protocol): slices 0-20 train, 21-23 v
 24-29 test — i.e. 24 slices for training/validation and 6 held-out test slices. Image: uint8 (512, 512, 1);
 mask: 1 = membrane (label PNG value 0), 0 = cell interior (255).
 
-    python data_tools/prepare_isbi2012.py --out runs/records/isbi2012 [--src ../shared/data/isbi2012_em_membrane]
+    python data_tools/prepare_isbi2012.py --out runs/records/isbi2012 --tile 256 [--src ../shared/data/isbi2012_em_membrane]
 """
 
 from __future__ import annotations
@@ -42,15 +42,37 @@ def load_pairs(src) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def prepare(src, out) -> dict:
-    """Write the records; returns the manifest."""
+def _tiles(img: np.ndarray, mask: np.ndarray, tile: int):
+    for r in range(0, img.shape[0] - tile + 1, tile):
+        for c in range(0, img.shape[1] - tile + 1, tile):
+            yield r, c, img[r:r + tile, c:c + tile], mask[r:r + tile, c:c + tile]
+
+
+def prepare(src, out, tile: int | None = None) -> dict:
+    """Write the records; returns the manifest.
+
+    Args:
+        src: the ISBI 2012 folder (``train/image``, ``train/label``).
+        out: records directory.
+        tile: cut the *training* slices into non-overlapping ``tile``×``tile`` tiles (validation and
+            test slices stay whole), so training runs on smaller images while a fully convolutional
+            model is evaluated on full slices.
+    """
     pairs = load_pairs(src)
     ps = pseudonymizer()
     splits = {}
     for name, idx in SPLITS.items():
-        splits[name] = [{"image": pairs[i][0][..., None], "mask": pairs[i][1], "spacing": (1.0, 1.0),
-                         "patient": ps.patient(f"isbi2012-slice-{i}"), "source": f"isbi2012/train/{i}",
-                         "modality": "EM"} for i in idx]
+        exs = []
+        for i in idx:
+            img, mask = pairs[i]
+            pid = ps.patient(f"isbi2012-slice-{i}")
+            if tile and name == "train":
+                exs += [{"image": t[..., None], "mask": m, "spacing": (1.0, 1.0), "patient": pid,
+                         "source": f"isbi2012/train/{i}@{r},{c}", "modality": "EM"} for r, c, t, m in _tiles(img, mask, tile)]
+            else:
+                exs.append({"image": img[..., None], "mask": mask, "spacing": (1.0, 1.0), "patient": pid,
+                            "source": f"isbi2012/train/{i}", "modality": "EM"})
+        splits[name] = exs
     return write_records(out, splits, image_dtype="uint8", intensity={"kind": "raw8"}, tool="data_tools/prepare_isbi2012",
                          mask_names=["background", "membrane"],
                          extra={"source_data": "ISBI 2012 EM segmentation challenge (Cardona et al. 2010), 30 train slices"})
@@ -60,8 +82,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", default=str(shared_data_dir() / "isbi2012_em_membrane"))
     p.add_argument("--out", required=True)
+    p.add_argument("--tile", type=int, default=None, help="tile the training slices (e.g. 256)")
     a = p.parse_args(argv)
-    m = prepare(a.src, a.out)
+    m = prepare(a.src, a.out, a.tile)
     print({k: v["examples"] for k, v in m["splits"].items()}, "→", a.out)
     return 0
 
