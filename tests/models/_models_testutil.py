@@ -75,9 +75,11 @@ def tflite_run(blob: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 def tflite_ops(blob: bytes) -> list[tuple[str, list]]:
     """(op name, input dtypes) of every op in a converted model."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_content=blob)
+    # without the default (XNNPACK) delegate, so the listing shows the model's own ops, not DELEGATE nodes
+    interp = Interpreter(model_content=blob,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interp.allocate_tensors()
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = []
