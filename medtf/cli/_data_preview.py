@@ -66,7 +66,7 @@ def run(args) -> int:
         a = config.augment_config
         config = config.replace(label_mode="mask" if config.label_mode == "mask" else "image",
                                 class_balance=None, class_targets=None,
-                                augment=dataclasses.replace(a, mixup_p=0.0, cutmix_p=0.0))
+                                augment="none" if args.no_augment else dataclasses.replace(a, mixup_p=0.0, cutmix_p=0.0))
         if manifest["splits"].get(args.split) is None:
             print(f"medtf data preview: split {args.split!r} not in {records}; available: "
                   f"{sorted(manifest['splits'])}", file=sys.stderr)

@@ -32,14 +32,6 @@ GEOMETRIC_OPS = ("flip", "rot90", "affine", "elastic")
 INTENSITY_OPS = ("brightness", "contrast", "gamma", "noise", "blur")
 
 
-def _tuple(v):
-    if v is None:
-        return None
-    if isinstance(v, (list, tuple)):
-        return tuple(_tuple(x) for x in v)
-    return v
-
-
 @dataclasses.dataclass(frozen=True)
 class OpConfig:
     """One augmentation op: ``name`` applied with probability ``p`` and op-specific ``magnitude``.
@@ -204,7 +196,8 @@ class DataConfig:
             (records hold a multi-hot vector) | "ordinal" (``num_classes - 1`` cumulative targets
             ``[k > 0, k > 1, ...]``) | "mask" (y is the mask: one-hot float32 when ``mask_onehot``,
             else int32 (..., 1); float32 binary (..., 1) when ``num_classes == 1``) | "image"
-            (restoration: y is the geometrically augmented clean image, x also gets intensity ops).
+            (restoration: y is the geometrically augmented clean image; x is y degraded by the
+            intensity ops — also at evaluation, with fixed seeds, so validation pairs are stable).
         num_classes: classes; None reads ``len(manifest["label_names"])``.
         mask_onehot: one-hot masks for label_mode "mask".
         class_balance: None | "oversample" (``sample_from_datasets`` to ``class_targets``, epoch of

@@ -29,7 +29,7 @@ import tensorflow as tf
 from medtf.data import augment as aug
 from medtf.data import parse as parse_mod
 from medtf.data import sampling, transforms
-from medtf.data.config import DataConfig
+from medtf.data.config import INTENSITY_OPS, DataConfig
 from medtf.records.schema import feature_spec as schema_feature_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -118,12 +118,15 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
     with_w = training and config.class_balance == "weights"
     augment = config.augment_config if training else None
     has_ops = augment is not None and bool(augment.ops)
+    mode = config.label_mode
+    # Restoration: the intensity ops are the degradation (noise, blur...), applied at evaluation too,
+    # with the fixed evaluation seeds; geometric ops only augment training.
+    degrade = (mode == "image" and any(o.name in INTENSITY_OPS and o.p > 0 for o in config.augment_config.ops))
     class_weights = None
     if with_w:
         class_weights = tf.constant(sampling.class_weights_from_manifest(manifest, split, num_classes))
-    mode = config.label_mode
     patch = config.patch
-    needs_seed = patch is not None or has_ops
+    needs_seed = patch is not None or has_ops or degrade
     balance = config.class_balance if training and config.class_balance in ("oversample", "undersample") else None
     rank = parse_mod.spatial_rank(manifest)
     c_in = manifest.get("channels")
@@ -173,19 +176,18 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
         image = e["image"]
         mask = e.get("mask")
         target = None
-        if has_ops:
-            if mode == "image":
-                image, mask = aug.augment_example(image, mask, s, augment, stage="geometric")
-                target = image
-                image, mask = aug.augment_example(image, mask, tf.random.experimental.stateless_fold_in(s, 1),
-                                                  augment, stage="intensity")
-            else:
-                image, mask = aug.augment_example(image, mask, s, augment)
         if mode == "image":
-            target = image if target is None else target
-        elif mode == "mask":
+            if has_ops:
+                image, mask = aug.augment_example(image, mask, s, augment, stage="geometric")
+            target = image
+            if degrade:
+                image, mask = aug.augment_example(image, mask, tf.random.experimental.stateless_fold_in(s, 1),
+                                                  config.augment_config, stage="intensity")
+        elif has_ops:
+            image, mask = aug.augment_example(image, mask, s, augment)
+        if mode == "mask":
             target = transforms.encode_mask(mask, num_classes, config.mask_onehot)
-        else:
+        elif mode != "image":
             target = transforms.encode_label(e["label"], mode, num_classes)
         if not as_tuple:  # examples for preview & co. carry the full channel count
             image = transforms.repeat_channels(image, spec)

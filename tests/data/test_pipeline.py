@@ -199,6 +199,14 @@ def test_restoration_targets_skip_intensity_ops(rec2d):
     x, y = _take(build_dataset(d, "train", cfg, training=True, seed=0), 1)[0]
     assert not np.allclose(x, y)
     assert np.abs(x - y).mean() < 0.5 * np.abs(y).mean()  # noisy copy of the same flipped image
+    # evaluation: the same degradation (no flips), with fixed seeds: identical pairs on every pass
+    ev = build_dataset(d, "val", cfg, training=False, seed=0)
+    (x1, y1), (x2, y2) = _take(ev, 1)[0], _take(ev, 1)[0]
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.allclose(x1, y1)
+    clean = _take(build_dataset(d, "val", cfg.replace(augment="none"), training=False), 1)[0][1]
+    np.testing.assert_array_equal(y1, clean)  # targets are the un-flipped clean images
 
 
 def test_clear_errors(rec2d, tmp_path):
