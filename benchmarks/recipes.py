@@ -49,9 +49,10 @@ TARGETS = {
 
 
 class Ctx:
-    def __init__(self, work: pathlib.Path, quick: bool):
+    def __init__(self, work: pathlib.Path, quick: bool, reuse: bool = False):
         self.work = work
         self.quick = quick
+        self.reuse = reuse
 
     def overrides(self, name: str, extra=()) -> list[str]:
         o = [f"output_dir={self.work / 'runs'}", f"run_name={name}", "verbose=2", "tensorboard=false"]
@@ -298,8 +299,9 @@ def ct_denoising(ctx: Ctx) -> dict:
     ck = ctx.work / "runs" / "ct_denoising" / "model.keras"
     ck.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model.fit(xtr, ytr, batch_size=int(cfg["batch_size"]), epochs=epochs, validation_data=(xva, yva), verbose=2,
-              callbacks=[keras.callbacks.ModelCheckpoint(str(ck), monitor="val_loss", save_best_only=True)])
+    if not (ctx.reuse and ck.exists()):
+        model.fit(xtr, ytr, batch_size=int(cfg["batch_size"]), epochs=epochs, validation_data=(xva, yva), verbose=2,
+                  callbacks=[keras.callbacks.ModelCheckpoint(str(ck), monitor="val_loss", save_best_only=True)])
     train_min = (time.perf_counter() - t0) / 60
     model = keras.models.load_model(str(ck), compile=False)
     xte, yte = d["test_noisy"], d["test_clean"]
@@ -310,8 +312,7 @@ def ct_denoising(ctx: Ctx) -> dict:
         out = []
         for im in batch[..., 0]:
             u16 = np.round(np.clip(im, 0, 1) * 65535).astype(np.uint16)
-            r = cv2.fastNlMeansDenoising(u16, None, h=[float(h)], templateWindowSize=7, searchWindowSize=21,
-                                         normType=cv2.NORM_L1)
+            r = cv2.fastNlMeansDenoising(u16, [float(h)], None, 7, 21, cv2.NORM_L1)  # 16-bit needs NORM_L1
             out.append(r.astype(np.float32) / 65535.0)
         return np.stack(out)[..., None]
 
@@ -391,13 +392,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="1 epoch per recipe (wiring smoke test; not results)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(RECIPES)}")
     p.add_argument("--work", default=str(HERE / "_work"), help="scratch folder (records, runs, reports)")
+    p.add_argument("--reuse", action="store_true", help="ct_denoising: evaluate the model already trained in --work")
     a = p.parse_args(argv)
     names = list(RECIPES) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         print(f"error: unknown recipe(s) {unknown}; choose from {list(RECIPES)}", file=sys.stderr)
         return 2
-    ctx = Ctx(pathlib.Path(a.work).resolve(), a.quick)
+    ctx = Ctx(pathlib.Path(a.work).resolve(), a.quick, a.reuse)
     out = HERE / "results" / ("recipes_quick.json" if a.quick else "recipes.json")
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("_meta", {})
