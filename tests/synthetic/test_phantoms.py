@@ -203,3 +203,13 @@ def test_cxr_phantoms_convert_losslessly(tmp_path):
                 assert ex["label"].numpy().tolist() == [s.items[i]["label"]]
                 seen += 1
     assert seen == 8
+
+
+def test_medtf_data_phantoms_cli(tmp_path, capsys):
+    from medtf.cli import main as cli
+
+    assert cli.main(["data", "phantoms", "ct", "--out", str(tmp_path / "ct"), "--patients", "1", "--studies", "2",
+                     "--size", "32", "--slices", "6", "--quiet"]) == 0
+    assert len(list((tmp_path / "ct" / "dicom").rglob("*.dcm"))) == 12
+    assert cli.main(["data", "phantoms", "cxr", "--out", str(tmp_path / "x"), "--patients", "0", "--quiet"]) == 2
+    assert "n_patients must be an integer >= 1" in capsys.readouterr().err
