@@ -68,9 +68,9 @@ def _reference_backbone(ctor, include_top: bool, spatial: tuple):
 
 
 def _load_reference_weights(path: str, ctor: str, spatial: tuple):
-    """Build the 3-channel Keras model the file belongs to (no top, then with top) and load it."""
+    """Build the 3-channel Keras model the file belongs to (with top, then without) and load it."""
     errors = []
-    for include_top in (False, True):
+    for include_top in (True, False):  # a top file may load silently into a no-top model: try top first
         ref = _reference_backbone(ctor, include_top, spatial)
         try:
             ref.load_weights(path)
@@ -103,6 +103,8 @@ def _copy_weights(ref: keras.Model, model: keras.Model, path: str, copy_top: boo
             raise ValueError(f"weights: layer {layer.name!r} of {path!r} has shapes {[v.shape for v in values]}, "
                              f"the model expects {have}")
         target.set_weights(values)
+        if isinstance(target, keras.layers.Normalization):
+            target.finalize_state()  # Normalization caches mean/variance tensors; refresh them
         copied.append(target.name)
     return copied
 
@@ -195,4 +197,5 @@ def efficientnet(variant: str = "b0", input_shape: Sequence[int | None] | None =
             norm = model.get_layer("keras_normalization")
             mean, variance, count = norm.get_weights()
             norm.set_weights([mean, variance * np.asarray(_IMAGENET_STDDEV_RGB, variance.dtype), count])
+            norm.finalize_state()
     return model
