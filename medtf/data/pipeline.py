@@ -33,6 +33,13 @@ from medtf.data.config import INTENSITY_OPS, DataConfig
 from medtf.records.schema import feature_spec as schema_feature_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _unbatch(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds.unbatch()`` without its crash: TF 2.21's unbatch segfaults on a zero-size component (the
+    (B, 0) label of unlabelled records); ``flat_map(from_tensor_slices)`` does the same safely."""
+    return ds.flat_map(lambda *t: tf.data.Dataset.from_tensor_slices(t if len(t) > 1 else t[0]))
+
 # The map functions use Python control flow on static values only (tensor branches use tf.cond
 # explicitly), so AutoGraph conversion is skipped: it only slows tracing down.
 _no_autograph = tf.autograph.experimental.do_not_convert
@@ -227,7 +234,7 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
                 ds = ds.map(_no_autograph(lambda r: _repeat_batch(finish(prepare_batch(r), None), spec, mode)),
                             num_parallel_calls=AUTOTUNE, deterministic=det)
                 return ds.with_options(_options(det)), True
-            ds = ds.map(prepare_batch, num_parallel_calls=AUTOTUNE, deterministic=det).unbatch()
+            ds = _unbatch(ds.map(prepare_batch, num_parallel_calls=AUTOTUNE, deterministic=det))
             if needs_seed:
                 ds = with_seeds(ds).map(finish, num_parallel_calls=AUTOTUNE, deterministic=det)
             else:
@@ -275,12 +282,12 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
             seeds = aug.split_seed(s, 2 * k)  # k for the patch centres, k for the augmentation
             pieces = [sampling.random_patch_3d(e["image"], mask, patch.size, patch.pos_ratio, seeds[i])
                       for i in range(k)]
-            out = {"image": tf.stack([p[0] for p in pieces]), "label": tf.repeat(e["label"][None], k, 0)}
+            out = {"image": tf.stack([p[0] for p in pieces]), "label": tf.tile(e["label"][None], [k, 1])}
             if use_mask:
                 out["mask"] = tf.stack([p[1] for p in pieces])
             return out, tf.stack(seeds[k:])
 
-        ds = ds.map(sample, num_parallel_calls=AUTOTUNE, deterministic=det).unbatch()
+        ds = _unbatch(ds.map(sample, num_parallel_calls=AUTOTUNE, deterministic=det))
 
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=det)
     return ds.with_options(_options(det)), False
@@ -310,7 +317,7 @@ def build_examples(records_dir, split: str, config: DataConfig, *, training: boo
     """
     ds, batched = _build(records_dir, split, config, training=training, seed=seed, keep_mask=keep_mask,
                          as_tuple=False)
-    return ds.unbatch() if batched else ds
+    return _unbatch(ds) if batched else ds
 
 
 def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool, seed: int = 0) -> tf.data.Dataset:

@@ -252,3 +252,19 @@ def test_batched_fast_path_with_mixed_sizes_equals_reference(tmp_path, spec):
     b = _take(build_dataset(d, "val", tcfg, training=True, seed=5), 2)
     np.testing.assert_array_equal(a[1][0], b[1][0])
     assert a[0][0].shape == (3,) + ref.shape[1:]
+
+
+def test_unlabelled_records_through_patch_and_batched_paths(tmp_path):
+    """Regression: TF's unbatch() segfaults on the (B, 0) label of unlabelled records."""
+    rng = np.random.default_rng(8)
+    items = [(rng.integers(0, 255, (40, 40, 1), dtype=np.uint8), None, (rng.random((40, 40)) > 0.5).astype(np.uint8))
+             for _ in range(4)]
+    d = write_records(tmp_path / "u", {"train": items})
+    seg = DataConfig(batch_size=4, preprocessing=SCALE, label_mode="mask", num_classes=2, augment="light",
+                     patch=PatchConfig((16, 16), 0.5, 2), cache="memory")
+    x, y = _take(build_dataset(d, "train", seg, training=True, seed=0), 1)[0]
+    assert x.shape == (4, 16, 16, 1) and y.shape == (4, 16, 16, 2)
+    restore = DataConfig(batch_size=2, preprocessing=Preprocessing(intensity="scale", scale=255.0, size=(32, 32)),
+                         label_mode="image", augment=AugmentConfig(ops=(OpConfig("noise", 1.0, 0.3),)))
+    x, y = _take(build_dataset(d, "train", restore, training=True, seed=0), 1)[0]
+    assert x.shape == y.shape == (2, 32, 32, 1) and not np.allclose(x, y)
