@@ -82,8 +82,15 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if label_mode not in expected:
         raise ValueError(f"task {task!r} needs data.label_mode in {expected}. Received: {label_mode!r}")
     num_classes = data.num_classes
-    if num_classes is None and task in ("binary", "multiclass", "multilabel", "ordinal") and names:
-        num_classes = len(names)
+    if num_classes is None and task in ("binary", "multiclass", "multilabel", "ordinal"):
+        if names:
+            num_classes = len(names)
+        elif task == "binary":
+            num_classes = 2
+        else:  # unnamed integer labels: the largest label seen in any split decides
+            seen = [int(k) for split in manifest.get("splits", {}).values()
+                    for k in (split.get("labels") or {}) if str(k).lstrip("-").isdigit()]
+            num_classes = max(seen) + 1 if seen else None
     if num_classes is None and task == "segmentation":
         num_classes = config.model.kwargs.get("num_classes") or (len(names) if names else None)
     data = data.replace(label_mode=label_mode, num_classes=num_classes)
