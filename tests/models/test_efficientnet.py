@@ -51,14 +51,24 @@ m.save_weights({str(path)!r})
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+@pytest.fixture(scope="module")
+def fake_weights(tmp_path_factory):
+    """{include_top: path} of the stand-in ImageNet files, written once per module."""
+    root = tmp_path_factory.mktemp("fake_imagenet")
+    paths = {}
+    for include_top in (False, True):
+        paths[include_top] = root / f"effb0_{'top' if include_top else 'notop'}.weights.h5"
+        _save_fake_imagenet(paths[include_top], include_top)
+    return paths
+
+
 def _features(model, names=("stem_activation", "block4a_expand_activation", "top_activation")):
     return keras.Model(model.input, [model.get_layer(n).output for n in names])
 
 
 @pytest.mark.parametrize("include_top", [False, True])
-def test_local_weights_load_and_match_reference(tmp_path, include_top):
-    path = tmp_path / f"effb0_{'top' if include_top else 'notop'}.weights.h5"
-    _save_fake_imagenet(path, include_top)
+def test_local_weights_load_and_match_reference(fake_weights, include_top):
+    path = fake_weights[include_top]
     ref = keras.applications.EfficientNetB0(include_top=include_top, weights=None,
                                             input_shape=None if include_top else (64, 64, 3))
     ref.load_weights(path)
@@ -75,10 +85,9 @@ def test_local_weights_load_and_match_reference(tmp_path, include_top):
             np.testing.assert_allclose(a, b, atol=1e-4 * max(1.0, float(np.abs(b).max())))
 
 
-def test_imagenet_rescale_matches_keras_imagenet_preprocessing(tmp_path):
+def test_imagenet_rescale_matches_keras_imagenet_preprocessing(fake_weights):
     """Keras adds Rescaling(1/sqrt(std)) after Normalization for ImageNet weights; we fold it into the variance."""
-    path = tmp_path / "notop.weights.h5"
-    _save_fake_imagenet(path, include_top=False)
+    path = fake_weights[False]
     ours = models.efficientnet("b0", input_shape=(64, 64, 3), num_classes=2, weights=path)
     norm = keras.Model(ours.input, ours.get_layer("keras_normalization").output)
     ref = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(64, 64, 3))
@@ -90,9 +99,8 @@ def test_imagenet_rescale_matches_keras_imagenet_preprocessing(tmp_path):
     np.testing.assert_allclose(norm(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_gray_input_channel_adapter_loads_rgb_weights(tmp_path):
-    path = tmp_path / "notop.weights.h5"
-    _save_fake_imagenet(path, include_top=False)
+def test_gray_input_channel_adapter_loads_rgb_weights(fake_weights):
+    path = fake_weights[False]
     gray = models.efficientnet("b0", input_shape=(64, 64, 1), num_classes=2, task="binary", weights=path)
     adapter = gray.get_layer("channel_adapter")
     np.testing.assert_array_equal(adapter.get_weights()[0], np.ones((1, 1, 1, 3)))
