@@ -81,38 +81,27 @@ def _is_dicom(path: pathlib.Path) -> bool:
 def read_dicom(path) -> np.ndarray:
     """Modality values of a DICOM file as float32, channels last: (H, W, 1|3) or (F, H, W, 1|3).
 
-    Applies the Modality LUT / rescale (HU for CT) and, for MONOCHROME1, inverts the values
-    (``min + max - x`` over the stored range) so higher always means brighter.
+    Uses the same decoder as the converter (``medtf.io.dicom.decode_pixels``: NumPy + pydicom only), so
+    inference sees exactly the values training saw: MONOCHROME1 inverted over the stored range
+    (2^BitsStored − 1 − v) before the Modality LUT (HU for CT), colour converted to RGB.
 
     Raises:
         ValueError: the file has no pixel data or cannot be decoded (message names the path).
     """
     import pydicom
-    from pydicom.pixels import apply_modality_lut
+
+    from medtf.io.dicom import decode_pixels
+    from medtf.io.types import ReadError, ReadOptions
 
     path = pathlib.Path(path)
     try:
         ds = pydicom.dcmread(str(path))
-        arr = ds.pixel_array
+        x, _ = decode_pixels(path, ds, ReadOptions())
+    except ReadError as exc:
+        raise ValueError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types
-        raise ValueError(f"{path}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    samples = int(ds.get("SamplesPerPixel", 1))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if samples == 1:
-        x = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
-        if photometric == "MONOCHROME1":
-            x = (x.min() + x.max()) - x
-        x = x[..., None]
-    else:
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            arr = convert_color_space(arr, photometric, "RGB")
-        x = np.asarray(arr, dtype=np.float32)
-    if frames == 1 and x.ndim == 4:
-        x = x[0]
-    return x
+        raise ValueError(f"{path}: cannot read DICOM ({type(exc).__name__})") from None
+    return np.asarray(x, dtype=np.float32)
 
 
 def _png_decode(data: bytes, path) -> np.ndarray:

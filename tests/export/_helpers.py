@@ -52,7 +52,7 @@ def write_ct_dicom(path: pathlib.Path, rows=40, cols=48, seed=0, photometric="MO
     ds.PixelSpacing = [0.7, 0.7]
     ds.PixelData = stored.tobytes()
     ds.save_as(str(path), enforce_file_format=True)
+    if photometric == "MONOCHROME1":  # inverted over the signed 16-bit stored range, before the LUT
+        stored = (-1 - stored.astype(np.int64)).astype(np.int16)
     values = stored.astype(np.float64) * slope + intercept
-    if photometric == "MONOCHROME1":
-        values = values.min() + values.max() - values
     return values.astype(np.float32)[..., None]

@@ -94,6 +94,11 @@ def test_read_dicom_monochrome1_inverted(tmp_path):
     expected = write_ct_dicom(path, photometric="MONOCHROME1", intercept=0)
     got = edge.read_image(path)
     np.testing.assert_array_equal(got, expected)
+    # the edge runtime sees exactly what the converter stored for training
+    from medtf.io import Pseudonymizer, SourceUnit, read_unit
+
+    (image,) = read_unit(SourceUnit("dicom", (str(path),), "cr.dcm"), pseudonymizer=Pseudonymizer(b"k" * 32))
+    np.testing.assert_array_equal(got, image.array.astype(np.float32))
 
 
 @pytest.mark.parametrize("kind", ["gray8", "gray16", "rgb8"])
