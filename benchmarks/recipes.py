@@ -61,6 +61,17 @@ class Ctx:
         return o + list(extra)
 
 
+
+def _rel(path):
+    """A path relative to the repository when inside it (results files never hold machine paths)."""
+    if path is None:
+        return None
+    p = pathlib.Path(path).resolve()
+    try:
+        return p.relative_to(pathlib.Path(__file__).resolve().parents[1]).as_posix()
+    except ValueError:
+        return p.name
+
 def _shared(name: str) -> pathlib.Path:
     p = SHARED / name
     if not p.exists():
@@ -122,7 +133,7 @@ def _classification(recipe: str, ctx: Ctx, records: pathlib.Path, *, int8: bool 
     rep = evaluate_run(run, "test", out_dir=ctx.work / "reports" / recipe, progress=False)
     m = rep["metrics"]
     out = {"test_auc": _auc(m["auc"]), "test_accuracy": float(m["accuracy"]), "n_test": int(rep["n"]),
-           "train_minutes": round(train_min, 2), "run": str(run), "report": rep.get("files", {}).get("html")}
+           "train_minutes": round(train_min, 2), "run": _rel(run), "report": _rel(rep.get("files", {}).get("html"))}
     if isinstance(m["auc"], dict):
         out["test_auc_ci"] = [m["auc"].get("ci_low"), m["auc"].get("ci_high")]
     if "kappa_quadratic" in m:
@@ -183,7 +194,7 @@ def _classification_cfg(name: str, ctx: Ctx, rec) -> dict:
     rep = evaluate_run(run, "test", out_dir=ctx.work / "reports" / name, progress=False)
     m = rep["metrics"]
     return {"test_auc": _auc(m["auc"]), "test_accuracy": float(m["accuracy"]), "n_test": int(rep["n"]),
-            "train_minutes": round(train_min, 2), "run": str(run)}
+            "train_minutes": round(train_min, 2), "run": _rel(run)}
 
 
 def _dice(p, t) -> float:
@@ -212,7 +223,7 @@ def em_membrane(ctx: Ctx) -> dict:
     truth = (y.argmax(-1) == 1) if y.shape[-1] > 1 else (y[..., 0] > 0.5)
     per = [_dice(pred[i], truth[i]) for i in range(len(x))]
     return {"test_dice": _dice(pred, truth), "test_dice_per_slice": per, "test_pixel_accuracy": float((pred == truth).mean()),
-            "n_test": len(x), "train_minutes": round(train_min, 2), "run": str(run)}
+            "n_test": len(x), "train_minutes": round(train_min, 2), "run": _rel(run)}
 
 
 def brain_tumor_mri(ctx: Ctx) -> dict:
@@ -255,7 +266,7 @@ def brain_tumor_mri(ctx: Ctx) -> dict:
     return {"whole_tumor_dice": float(np.mean(per_case["whole_tumor"])),
             "tumor_core_dice": float(np.mean(per_case["tumor_core"])),
             "enhancing_dice": float(np.mean(per_case["enhancing"])),
-            "per_case": per_case, "n_test_cases": len(cases), "train_minutes": round(train_min, 2), "run": str(run)}
+            "per_case": per_case, "n_test_cases": len(cases), "train_minutes": round(train_min, 2), "run": _rel(run)}
 
 
 def ct_denoising(ctx: Ctx) -> dict:
@@ -360,7 +371,7 @@ def lung_nodule_ct(ctx: Ctx) -> dict:
             "n_test": int(rep["n"]), "lidc_positive_patches": info["positives"],
             "lidc_patch_centre_hu": {"nodule": [c for c, e in zip(centre, lidc) if e["label"][0] == 1],
                                      "background": [c for c, e in zip(centre, lidc) if e["label"][0] == 0]},
-            "train_minutes": round(train_min, 2), "run": str(run)}
+            "train_minutes": round(train_min, 2), "run": _rel(run)}
 
 
 RECIPES = {
