@@ -157,10 +157,21 @@ def _crc_raw(data: bytes | memoryview) -> int:
     return int(s[0])
 
 
-def crc32c(data: bytes | memoryview) -> int:
-    """CRC-32C (Castagnoli) of ``data``, as used by TFRecord."""
+def crc32c_numpy(data: bytes | memoryview) -> int:
+    """CRC-32C (Castagnoli) of ``data`` in NumPy: the fallback when ``google-crc32c`` is missing."""
     n = len(data)
     return (_shift(0xFFFFFFFF, n) ^ _crc_raw(data)) ^ 0xFFFFFFFF
+
+
+try:  # hardware CRC-32C (SSE4.2 / ARMv8): ~10x the NumPy lanes on 512x512 int16 slices
+    import google_crc32c as _gcrc
+
+    def crc32c(data: bytes | memoryview) -> int:
+        """CRC-32C (Castagnoli) of ``data``, as used by TFRecord."""
+        return _gcrc.value(bytes(data) if isinstance(data, memoryview) else data)
+
+except ImportError:  # pragma: no cover - depends on the environment
+    crc32c = crc32c_numpy
 
 
 def masked_crc32c(data: bytes | memoryview) -> int:

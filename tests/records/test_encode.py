@@ -34,6 +34,9 @@ def test_crc32c_against_bytewise_reference(n):
             s = enc._T8_LIST[(s ^ b) & 0xFF] ^ (s >> 8)
         assert enc._crc_raw(data) == s
     assert enc.crc32c(b"123456789") == 0xE3069283  # the standard check value
+    # the NumPy fallback and the (possibly hardware) default agree on every length
+    assert enc.crc32c_numpy(data) == enc.crc32c(data)
+    assert enc.crc32c_numpy(memoryview(data)) == enc.crc32c(memoryview(data))
 
 
 def _examples():
