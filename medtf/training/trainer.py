@@ -218,21 +218,14 @@ def choose_threshold(y_true, scores, rule: str = "youden") -> float:
     Returns:
         The threshold (predict positive when score ≥ threshold); 0.5 when only one class is present.
     """
-    from sklearn.metrics import roc_curve
+    from medtf.evaluation.metrics import select_threshold
 
     y_true = np.asarray(y_true).ravel().astype(int)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
     if np.unique(y_true).size < 2:
         return 0.5
-    fpr, tpr, thr = roc_curve(y_true, scores, drop_intermediate=False)
-    thr = np.clip(thr, 0.0, 1.0)
     if rule == "youden":
-        i = int(np.argmax(tpr - fpr))
-    else:
-        target = float(rule.split(":", 1)[1])
-        ok = np.nonzero(tpr >= target - 1e-12)[0]
-        i = int(ok[0])
-    return float(thr[i])
+        return select_threshold(y_true, scores, "youden")
+    return select_threshold(y_true, scores, "target_sensitivity", target_sensitivity=float(rule.split(":", 1)[1]))
 
 
 def predict_dataset(model, ds):
