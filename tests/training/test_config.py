@@ -105,7 +105,7 @@ def test_choose_threshold_youden_and_sensitivity():
 
 
 def test_train_rejects_unknown_monitor_and_missing_records(tiny_records, tmp_path):
-    from conftest import tiny_config_dict
+    from training_helpers import tiny_config_dict
     from medtf.training.trainer import train
 
     bad = TrainConfig.from_dict(tiny_config_dict(tiny_records, tmp_path / "runs", monitor="val_dice"))

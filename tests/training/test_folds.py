@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_records, tiny_config_dict
+from training_helpers import make_records, tiny_config_dict
 from medtf.training.config import TrainConfig
 from medtf.training.folds import patient_folds, read_keys, train_folds
 

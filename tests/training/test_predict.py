@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_records, tiny_config_dict
+from training_helpers import make_records, tiny_config_dict
 from medtf.cli.main import main
 from medtf.data.spec import Preprocessing
 from medtf.training.config import TrainConfig

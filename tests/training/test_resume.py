@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_records, tiny_config_dict
+from training_helpers import make_records, tiny_config_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
