@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from medtf.data.spec import Preprocessing, apply_intensity_numpy
+from medtf.data.spec import Preprocessing, apply_intensity_numpy, crop_or_pad_numpy
 from medtf.export.metadata import load_metadata
 
 
@@ -253,18 +253,7 @@ def resize_bilinear(image: np.ndarray, size) -> np.ndarray:
 
 def crop_or_pad(image: np.ndarray, size) -> np.ndarray:
     """Centre crop / zero pad channels-last ``image`` to ``size`` (``tf.image.resize_with_crop_or_pad``)."""
-    x = np.asarray(image, dtype=np.float32)
-    for axis, out in enumerate(size):
-        n = x.shape[axis]
-        if n > out:
-            start = (n - out) // 2
-            x = np.take(x, np.arange(start, start + out), axis=axis)
-        elif n < out:
-            before = (out - n) // 2
-            pad = [(0, 0)] * x.ndim
-            pad[axis] = (before, out - n - before)
-            x = np.pad(x, pad)
-    return x
+    return crop_or_pad_numpy(np.asarray(image, dtype=np.float32), size)
 
 
 def preprocess(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
