@@ -370,6 +370,10 @@ def build_dataset(records_dir, split: str, config: DataConfig, *, training: bool
         # 1 → N channel repetition last, on whole batches (a no-op when the channels already match)
         ds = ds.map(lambda *b: _repeat_batch(b, spec, config.label_mode), num_parallel_calls=AUTOTUNE,
                     deterministic=det)
+    if not training and config.patch is None and not config.repeat and int(ds.cardinality()) < 0:
+        # One batch per batch_size records: say so, so progress bars have a total and Keras' validation pass
+        # does not warn "Your input ran out of data; interrupting training" after the first epoch.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(records_dir, split, config)))
     return ds.prefetch(AUTOTUNE)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from medtf.data.spec import Preprocessing, apply_intensity_numpy, crop_or_pad_numpy
+from medtf.data.spec import Preprocessing, apply_intensity_numpy, crop_or_pad_numpy, resize_numpy
 from medtf.export.metadata import load_metadata
 
 
@@ -217,38 +217,14 @@ def read_image(path) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # preprocessing (NumPy twin of the graph ops)
 # ----------------------------------------------------------------------------------------------
-def _linear_axis(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
-    """Linear interpolation along one axis with TF's half-pixel-centre rule (float32)."""
-    in_size = x.shape[axis]
-    if in_size == out_size:
-        return x
-    scale = np.float32(in_size / out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-    floor = np.floor(src)
-    lo = np.clip(floor, 0, in_size - 1).astype(np.int64)
-    hi = np.clip(np.ceil(src), 0, in_size - 1).astype(np.int64)
-    frac = (src - floor).astype(np.float32)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    frac = frac.reshape(shape)
-    a = np.take(x, lo, axis=axis)
-    b = np.take(x, hi, axis=axis)
-    return a + (b - a) * frac
-
-
 def resize_bilinear(image: np.ndarray, size) -> np.ndarray:
-    """Resize channels-last (H, W, C) or (D, H, W, C) to ``size`` like ``tf.image.resize`` bilinear.
-
-    Separable (axis by axis) linear interpolation with half-pixel centres and no antialiasing,
-    which equals bilinear/trilinear interpolation.
-    """
+    """Resize channels-last (H, W, C) or (D, H, W, C) to ``size`` like ``tf.image.resize`` bilinear
+    (half-pixel centres, no antialiasing, float32): ``medtf.data.spec.resize_numpy``."""
     x = np.asarray(image, dtype=np.float32)
     size = tuple(int(s) for s in size)
     if len(size) != x.ndim - 1:
         raise ValueError(f"resize size {size} does not match an image of shape {x.shape} (channels last)")
-    for axis, out in enumerate(size):
-        x = _linear_axis(x, axis, out)
-    return x.astype(np.float32)
+    return resize_numpy(x, size)
 
 
 def crop_or_pad(image: np.ndarray, size) -> np.ndarray:

@@ -27,10 +27,13 @@ __all__ = ["xception_multiscale"]
 _MIN_SIZE = 71
 
 
-def _backbone(channels: int, name: str, weights):
+def _backbone(channels: int, name: str, weights, bn_momentum: float):
     base = keras.applications.Xception(include_top=False, weights=None, input_shape=(None, None, channels))
     if weights is not None:
         base.load_weights(weights)
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = bn_momentum  # read at call time and saved by get_config()
     return keras.Model(base.input, base.output, name=name)
 
 
@@ -38,7 +41,7 @@ def _backbone(channels: int, name: str, weights):
 def xception_multiscale(input_shape: Sequence[int], num_classes: int, task: str = "multiclass",
                         scales: Sequence[float] = (1.0, 0.5), shared_weights: bool = False, fusion_filters: int = 512,
                         dropout: float = 0.2, pixel_max: float = 1.0, weights: str | os.PathLike | None = None,
-                        name: str = "xception_multiscale") -> keras.Model:
+                        bn_momentum: float = 0.9, name: str = "xception_multiscale") -> keras.Model:
     """Multi-scale Xception classifier (e.g. diabetic retinopathy grading at 224²×3 or larger).
 
     Args:
@@ -52,6 +55,12 @@ def xception_multiscale(input_shape: Sequence[int], num_classes: int, task: str 
         pixel_max: white level of the input (``[0, pixel_max]`` → ``[-1, 1]``).
         weights: optional local path of Keras' ImageNet Xception *no-top* weights (3-channel input only);
             never downloaded.
+        bn_momentum: momentum of every BatchNormalization moving average (Keras' Xception uses 0.99).
+            Xception's deep separable-conv activations have variances of 1e-4 or less when trained from
+            scratch; with 0.99 the moving variance keeps ``0.99**steps`` of its initial 1.0, which after a
+            few hundred steps (a small dataset's whole training) still dwarfs the real variance, so the
+            inference-mode network normalises every signal to ~0 and predicts one class for all inputs
+            while training-mode accuracy looks fine. 0.9 forgets the initial value within ~100 steps.
         name: model name.
 
     Returns:
@@ -80,17 +89,20 @@ def xception_multiscale(input_shape: Sequence[int], num_classes: int, task: str 
             raise FileNotFoundError(f"weights: file not found: {weights!r}")
         if shape[-1] != 3:
             raise ValueError(f"weights: ImageNet Xception weights need 3 input channels, got {shape[-1]}")
+    if not 0.0 <= float(bn_momentum) < 1.0:
+        raise ValueError(f"bn_momentum: expected a value in [0, 1), got {bn_momentum!r}")
+    bn_momentum = float(bn_momentum)
     if pixel_max is None or not float(pixel_max) > 0:
         raise ValueError(f"pixel_max: expected a positive number, got {pixel_max!r}")
 
     inputs = keras.Input(shape, name="image")
     x = keras.layers.Rescaling(2.0 / float(pixel_max), offset=-1.0, name="input_scale")(inputs)
-    shared = _backbone(shape[-1], "xception_shared", weights) if shared_weights else None
+    shared = _backbone(shape[-1], "xception_shared", weights, bn_momentum) if shared_weights else None
     maps = []
     for i, (scale, hw) in enumerate(zip(scales, sizes)):
         xi = x if hw == tuple(shape[:2]) else keras.layers.Resizing(*hw, interpolation="bilinear",
                                                                      name=f"scale{i}_resize")(x)
-        backbone = shared or _backbone(shape[-1], f"xception_s{i}", weights)
+        backbone = shared or _backbone(shape[-1], f"xception_s{i}", weights, bn_momentum)
         maps.append(backbone(xi))
     target = max((tuple(m.shape[1:3]) for m in maps), key=lambda t: t[0] * t[1])
     aligned = [m if tuple(m.shape[1:3]) == target else
@@ -98,7 +110,7 @@ def xception_multiscale(input_shape: Sequence[int], num_classes: int, task: str 
                for i, m in enumerate(maps)]
     fused = aligned[0] if len(aligned) == 1 else keras.layers.Concatenate(name="fusion_concat")(aligned)
     fused = keras.layers.Conv2D(fusion_filters, 1, use_bias=False, name="fusion_conv")(fused)
-    fused = keras.layers.BatchNormalization(name="fusion_bn")(fused)
+    fused = keras.layers.BatchNormalization(momentum=bn_momentum, name="fusion_bn")(fused)
     fused = keras.layers.ReLU(name="fusion_relu")(fused)
     outputs = apply_head(fused, num_classes, task, dropout)
     return keras.Model(inputs, outputs, name=name)

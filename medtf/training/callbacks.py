@@ -8,6 +8,7 @@ killed and resumed run follows the same trajectory as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -131,8 +132,52 @@ def best_so_far(history: list[dict], monitor: str, mode: str):
     return best, len(vals) - 1 - last_best
 
 
+def uses_ema(model) -> bool:
+    opt = getattr(model, "optimizer", None)
+    return bool(getattr(opt, "use_ema", False)) and hasattr(opt, "_model_variables_moving_average")
+
+
+def defer_ema_finalize(model) -> bool:
+    """Stop ``fit()`` from copying the EMA weights into the model when it returns.
+
+    Keras does that at the end of every ``fit`` call; a resumed run calls ``fit`` twice (the rest of the
+    interrupted epoch, then the remaining epochs), which would restart training from the averages. The
+    averages are used where they matter instead: validation (``SwapEMAWeights``), the best checkpoint and
+    the final save (``ema_weights``). Returns whether the model's optimizer keeps an EMA.
+    """
+    opt = getattr(model, "optimizer", None)
+    if not getattr(opt, "use_ema", False):
+        return False
+    opt.finalize_variable_values = lambda variables: None
+    return True
+
+
+@contextlib.contextmanager
+def ema_weights(model):
+    """Inside the block the model holds the optimizer's moving-average weights (``use_ema``); they are
+    swapped back on exit. A no-op for optimizers without EMA."""
+    if not uses_ema(model):
+        yield
+        return
+    opt = model.optimizer
+    pairs = list(zip(opt._trainable_variables, opt._model_variables_moving_average))
+
+    def swap():
+        for var, avg in pairs:
+            raw = keras.ops.convert_to_numpy(var)
+            var.assign(avg)
+            avg.assign(raw)
+
+    swap()
+    try:
+        yield
+    finally:
+        swap()
+
+
 class ResumableModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Best-model checkpoint whose "best so far" is seeded from ``history.csv`` at each ``fit`` start."""
+    """Best-model checkpoint whose "best so far" is seeded from ``history.csv`` at each ``fit`` start.
+    With an EMA optimizer it saves the averaged weights (the ones validation scored)."""
 
     def __init__(self, filepath, history_path, mode_name: str, **kw):
         super().__init__(filepath, save_best_only=True, mode=mode_name, **kw)
@@ -144,6 +189,10 @@ class ResumableModelCheckpoint(keras.callbacks.ModelCheckpoint):
         best, _ = best_so_far(read_history(self.history_path), self.monitor, self.mode_name)
         if best is not None and os.path.exists(self.filepath):
             self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        with ema_weights(self.model):
+            super().on_epoch_end(epoch, logs)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

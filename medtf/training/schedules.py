@@ -56,6 +56,8 @@ def make_optimizer(cfg, learning_rate):
         clip["global_clipnorm"] = float(cfg.global_clipnorm)
     elif cfg.clipnorm is not None:
         clip["clipnorm"] = float(cfg.clipnorm)
+    if getattr(cfg, "ema_momentum", None):
+        clip.update(use_ema=True, ema_momentum=float(cfg.ema_momentum))
     if cfg.name == "adamw":
         return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=float(cfg.weight_decay),
                                       beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, **clip)

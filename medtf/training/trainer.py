@@ -323,10 +323,13 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
     cb.truncate_history(history_path, start_epoch)
 
     extra_callbacks = list(callbacks)
+    ema = cb.defer_ema_finalize(model)
 
     def callbacks(first_batch: int, append: bool):
         c = [keras.callbacks.CSVLogger(str(history_path), append=append),
              cb.ResumableModelCheckpoint(str(run / MODEL_FILE), history_path, mode, monitor=config.monitor)]
+        if ema:  # validation scores the averaged weights
+            c.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
         if config.early_stopping_patience is not None:
             c.append(cb.ResumableEarlyStopping(history_path, mode, monitor=config.monitor,
                                                patience=int(config.early_stopping_patience)))
@@ -339,7 +342,7 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
 
     if config.val_split and data.val is None and config.monitor.startswith("val_"):
         raise ValueError(f"monitor {config.monitor!r} needs a validation split; {config.val_split!r} is empty")
-    fit_kw = dict(validation_data=data.val, verbose=int(config.verbose))
+    fit_kw = dict(validation_data=data.val, verbose=int(config.verbose), shuffle=False)  # the stream is shuffled
     append = history_path.exists() and start_epoch > 0
     stopped = False
     if start_epoch < config.epochs and skip:
@@ -353,7 +356,8 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
                   steps_per_epoch=data.steps_per_epoch, callbacks=callbacks(0, append), **fit_kw)
 
     if not (run / MODEL_FILE).exists():  # monitor never produced a value: keep the last model
-        model.save(str(run / MODEL_FILE))
+        with cb.ema_weights(model):
+            model.save(str(run / MODEL_FILE))
     best = load_model(run)
     threshold = None
     if config.task == "binary" and data.val is not None:

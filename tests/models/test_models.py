@@ -313,3 +313,27 @@ def test_attention_mil_mask_ignores_padding_and_exposes_attention():
     attention = keras.Model(masked.inputs, masked.get_layer("mil_pooling").output[1])([padded, mask])
     np.testing.assert_allclose(np.asarray(attention)[0, :, 0].sum(), 1.0, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(attention)[0, 5:, 0], 0.0)
+
+
+def test_xception_batchnorm_statistics_follow_the_weights():
+    """Regression: Keras' Xception BN momentum 0.99 left ``0.99**steps`` of the initial moving variance (1.0)
+    in layers whose real variance is ~1e-4, so a model trained for a few hundred steps predicted one grade
+    for every input in inference mode. With the builder's 0.9, 100 training-mode passes make the
+    inference-mode features as input-dependent as the training-mode ones (0.99 leaves a ratio of ~1e-4)."""
+    keras.utils.set_random_seed(0)
+    model = models.build("xception_multiscale", input_shape=(71, 71, 1), num_classes=3, scales=[1.0],
+                         fusion_filters=8)
+    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) > 30 and {layer.momentum for layer in bns} == {0.9}
+    backbone = model.get_layer("xception_s0")
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 71, 71, 1)).astype("float32"))
+    step = tf.function(lambda v: backbone(v, training=True))
+    for _ in range(100):
+        step(x)
+    infer, train = backbone(x, training=False).numpy(), backbone(x, training=True).numpy()
+    assert infer.std(0).mean() / train.std(0).mean() > 0.5
+    rebuilt = keras.Model.from_config(model.get_config())
+    assert {layer.momentum for layer in rebuilt._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+    with pytest.raises(ValueError, match="bn_momentum"):
+        models.build("xception_multiscale", input_shape=(71, 71, 1), num_classes=3, scales=[1.0], bn_momentum=1.0)

@@ -71,6 +71,38 @@ def test_invalid_values():
         TrainConfig.from_dict({"optimizer": {"learning_rate": 0}})
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         load_config("nowhere.yaml")
+    with pytest.raises(ValueError, match="ema_momentum"):
+        TrainConfig.from_dict({"optimizer": {"ema_momentum": 1.0}})
+
+
+def test_ema_checkpoint_saves_the_averaged_weights(tmp_path):
+    """With ``optimizer.ema_momentum`` the best checkpoint holds the optimizer's moving averages (Keras'
+    ``use_ema``) while training goes on with the raw weights; ``ema_weights`` swaps them in and back."""
+    import keras
+
+    from medtf.training import callbacks as cb
+    from medtf.training.schedules import make_optimizer
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    opt_cfg = TrainConfig.from_dict({"optimizer": {"ema_momentum": 0.5}}).optimizer
+    model.compile(make_optimizer(opt_cfg, 0.1), "mse")
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.5
+    assert cb.defer_ema_finalize(model)
+    x = np.random.default_rng(0).uniform(size=(32, 4)).astype("float32")
+    check = cb.ResumableModelCheckpoint(str(tmp_path / "m.keras"), tmp_path / "h.csv", "min", monitor="loss")
+    model.fit(x, x.sum(1, keepdims=True), epochs=1, batch_size=8, verbose=0, callbacks=[check])
+    raw = model.get_weights()
+    avg = [np.asarray(v) for v in model.optimizer._model_variables_moving_average]
+    saved = keras.saving.load_model(str(tmp_path / "m.keras"), compile=False).get_weights()
+    for s, a, r in zip(saved, avg, raw):
+        np.testing.assert_allclose(s, a, rtol=0, atol=0)
+        assert not np.allclose(s, r)
+    with cb.ema_weights(model):
+        for w, a in zip(model.get_weights(), avg):
+            np.testing.assert_array_equal(w, a)
+    for w, r in zip(model.get_weights(), raw):
+        np.testing.assert_array_equal(w, r)
 
 
 def test_warmup_cosine_schedule_values():
