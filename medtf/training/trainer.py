@@ -131,7 +131,14 @@ def build_model(config: TrainConfig, input_shape):
         kw.setdefault("task", config.task)
     if "spatial_dims" in params:
         kw.setdefault("spatial_dims", len(input_shape) - 1)
-    return models.build(config.model.name, **kw)
+    model = models.build(config.model.name, **kw)
+    if config.model.bn_momentum is not None:
+        import keras
+
+        for layer in model._flatten_layers():  # nested backbones included
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = config.model.bn_momentum  # read at call time, saved by get_config()
+    return model
 
 
 def _input_shape(ds, config: TrainConfig):

@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO / "data_tools"))
 CONFIGS = {
     "pneumonia_cxr/config.yaml": ((64, 64, 1), "binary"),
     "pneumonia_cxr/efficientnet.yaml": ((64, 64, 1), "binary"),
-    "diabetic_retinopathy/config.yaml": ((72, 72, 3), "ordinal"),
+    "diabetic_retinopathy/config.yaml": ((72, 72, 3), "multiclass"),
     "lung_nodule_ct/config.yaml": ((32, 32, 32, 1), "binary"),
     "lung_nodule_ct/adrenal_3d.yaml": ((28, 28, 28, 1), "binary"),
     "em_membrane/config.yaml": ((256, 256, 1), "segmentation"),
@@ -45,7 +45,7 @@ def test_config_loads_and_model_builds(path):
     model = build_model(cfg, shape)
     out = model.output_shape if not isinstance(model.output_shape, list) else model.output_shape[0]
     n = int(cfg.data.num_classes)
-    expected = {"binary": 1, "ordinal": n - 1, "segmentation": n}[task]
+    expected = {"binary": 1, "multiclass": n, "ordinal": n - 1, "segmentation": n}[task]
     assert out[-1] == expected
     assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
 
@@ -126,3 +126,31 @@ def test_benchmark_results_have_the_issue_keys():
         if recipe in res:
             for k in ks:
                 assert np.isfinite(res[recipe][k]), f"{recipe}.{k}"
+
+
+#: recipes.json entry → (README that must quote it, keys quoted to 3 decimals)
+QUOTED = {
+    "pneumonia_cxr": ("pneumonia_cxr", ("test_auc", "test_accuracy")),
+    "diabetic_retinopathy": ("diabetic_retinopathy", ("test_auc", "test_accuracy", "test_kappa")),
+    "adrenal_3d": ("lung_nodule_ct", ("test_auc", "test_accuracy")),
+    "lung_nodule_ct": ("lung_nodule_ct", ("phantom_test_auc",)),
+    "em_membrane": ("em_membrane", ("test_dice",)),
+    "brain_tumor_mri": ("brain_tumor_mri", ("whole_tumor_dice",)),
+}
+
+
+def test_readmes_quote_the_measured_results():
+    """Every number a recipe README states as its result is the one in benchmarks/results/recipes.json."""
+    path = REPO / "benchmarks" / "results" / "recipes.json"
+    if not path.exists():
+        pytest.skip("benchmarks/results/recipes.json not written yet (python benchmarks/recipes.py)")
+    res = json.loads(path.read_text())
+    table = (REPO / "recipes" / "README.md").read_text()
+    for entry, (folder, keys) in QUOTED.items():
+        if entry not in res or res[entry].get("quick"):
+            continue
+        text = (REPO / "recipes" / folder / "README.md").read_text()
+        for k in keys:
+            quoted = f"{res[entry][k]:.3f}"
+            assert quoted in text, f"recipes/{folder}/README.md does not state {entry}.{k} = {quoted}"
+            assert quoted in table, f"recipes/README.md does not state {entry}.{k} = {quoted}"

@@ -73,6 +73,24 @@ def test_invalid_values():
         load_config("nowhere.yaml")
     with pytest.raises(ValueError, match="ema_momentum"):
         TrainConfig.from_dict({"optimizer": {"ema_momentum": 1.0}})
+    with pytest.raises(ValueError, match="bn_momentum"):
+        TrainConfig.from_dict({"model": {"bn_momentum": 1.5}})
+
+
+def test_model_bn_momentum_reaches_every_batchnorm_and_round_trips():
+    import keras
+
+    from medtf.training.trainer import build_model
+
+    cfg = TrainConfig.from_dict({"task": "binary", "data": {"num_classes": 2},
+                                 "model": {"name": "densenet3d_cbam", "bn_momentum": 0.9,
+                                           "kwargs": {"growth_rate": 4, "block_config": [1, 1]}}})
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    model = build_model(cfg, (16, 16, 16, 1))
+    bns = [la for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
+    assert len(bns) > 3 and {la.momentum for la in bns} == {0.9}
+    rebuilt = keras.Model.from_config(model.get_config())
+    assert {la.momentum for la in rebuilt._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)} == {0.9}
 
 
 def test_ema_checkpoint_saves_the_averaged_weights(tmp_path):
