@@ -104,7 +104,28 @@ def _train(recipe: str, ctx: Ctx, records: pathlib.Path, extra=(), config_name: 
         import shutil
 
         shutil.rmtree(run)
+    if cfg.folds and int(cfg.folds) >= 2:  # K-fold on train+val, fold ensemble on test (folds.json)
+        from medtf.training.folds import train_folds
+
+        return pathlib.Path(train_folds(cfg)).parent
     return pathlib.Path(train(cfg))
+
+
+def _fold_ensemble_report(run: pathlib.Path) -> dict:
+    """Test metrics of a K-fold run's ensemble (mean probability), with the same metric code and bootstrap
+    CIs as ``evaluate_run``."""
+    import numpy as np
+
+    from medtf.evaluation.evaluate import evaluate_predictions
+    from medtf.training.run import RunInfo
+
+    info = RunInfo.load(run / "folds" / "fold0")
+    pred = np.load(run / "test_predictions.npz")
+    rep = evaluate_predictions(pred["y_true"], pred["ensemble"], info.task, class_names=list(info.class_names))
+    folds = json.loads((run / "folds.json").read_text())
+    rep["n"] = int(len(pred["y_true"]))
+    rep["folds"] = {"k": folds["k"], "per_fold_test": folds["ensemble"]["fold_metrics"]}
+    return rep
 
 
 def _arrays(records, split, run_dir):
@@ -133,10 +154,15 @@ def _classification(recipe: str, ctx: Ctx, records: pathlib.Path, *, int8: bool 
     t0 = time.perf_counter()
     run = _train(recipe, ctx, records, extra=[f"run_name={name}"], config_name=config_name)
     train_min = (time.perf_counter() - t0) / 60
-    rep = evaluate_run(run, "test", out_dir=ctx.work / "reports" / name, progress=False)
+    if (run / "folds.json").exists():
+        rep = _fold_ensemble_report(run)
+    else:
+        rep = evaluate_run(run, "test", out_dir=ctx.work / "reports" / name, progress=False)
     m = rep["metrics"]
     out = {"test_auc": _auc(m["auc"]), "test_accuracy": float(m["accuracy"]), "n_test": int(rep["n"]),
            "train_minutes": round(train_min, 2), "run": _rel(run), "report": _rel(rep.get("files", {}).get("html"))}
+    if "folds" in rep:
+        out["folds"] = rep["folds"]
     if isinstance(m["auc"], dict):
         out["test_auc_ci"] = [m["auc"].get("ci_low"), m["auc"].get("ci_high")]
     if "kappa_quadratic" in m:

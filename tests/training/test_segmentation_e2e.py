@@ -8,14 +8,18 @@ predictions (NumPy, tolerance 1e-6).
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "data"))
-from _records import write_records  # noqa: E402
+# tests/data/_records.py under its own name: a bare ``_records`` on sys.path would shadow data_tools/_records.py
+_spec = importlib.util.spec_from_file_location("medtf_test_data_records",
+                                               pathlib.Path(__file__).resolve().parents[1] / "data" / "_records.py")
+_records = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_records)
+write_records = _records.write_records
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
