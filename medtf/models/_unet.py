@@ -25,6 +25,9 @@ from medtf.models._blocks import _CONV_T, apply_conv_bn_relu, apply_upsample, co
 from medtf.models._common import check_divisible, check_input_shape
 from medtf.models.registry import register
 
+#: down-sampling convolution kernel size by name
+DOWNSAMPLING = {"conv3": 3, "conv2": 2}
+
 __all__ = ["unet", "apply_conv_block", "apply_unet_body"]
 
 UPSAMPLING = ("transpose", "resize")
@@ -51,7 +54,7 @@ def apply_conv_block(x, filters: int, *, name: str, residual: bool = False, batc
 
 def apply_unet_body(x, *, depth: int, base_filters: int, max_filters: int | None = None,
                     attention_gates: bool = False, residual: bool = False, upsampling: str = "transpose",
-                    batch_norm: bool = True, dropout: float = 0.0):
+                    batch_norm: bool = True, dropout: float = 0.0, downsampling: str = "conv3"):
     """Encoder–decoder; returns ``(finest decoder features, [coarser decoder features, level depth-1 … 1])``."""
     n = len(x.shape) - 2
     width = [min(base_filters * 2 ** i, max_filters or base_filters * 2 ** i) for i in range(depth + 1)]
@@ -59,7 +62,7 @@ def apply_unet_body(x, *, depth: int, base_filters: int, max_filters: int | None
     for i in range(depth):
         x = apply_conv_block(x, width[i], name=f"enc{i}", residual=residual, batch_norm=batch_norm)
         skips.append(x)
-        x = apply_conv_bn_relu(x, width[i + 1], 3, 2, name=f"down{i}", batch_norm=batch_norm)
+        x = apply_conv_bn_relu(x, width[i + 1], DOWNSAMPLING[downsampling], 2, name=f"down{i}", batch_norm=batch_norm)
     x = apply_conv_block(x, width[depth], name=f"enc{depth}", residual=residual, batch_norm=batch_norm,
                          dropout=dropout)
     decoder = []
@@ -96,7 +99,8 @@ def _seg_output(x, num_classes: int, name: str, upsample: int = 1):
 def unet(spatial_dims: int = 2, input_shape: Sequence[int | None] | None = None, num_classes: int = 2,
          depth: int = 4, base_filters: int = 32, attention_gates: bool = False, deep_supervision: bool = False,
          residual: bool = False, upsampling: str = "transpose", max_filters: int | None = None,
-         batch_norm: bool = True, dropout: float = 0.0, name: str | None = None) -> keras.Model:
+         batch_norm: bool = True, dropout: float = 0.0, downsampling: str = "conv3",
+         name: str | None = None) -> keras.Model:
     """2D/3D U-Net for segmentation.
 
     Args:
@@ -114,6 +118,10 @@ def unet(spatial_dims: int = 2, input_shape: Sequence[int | None] | None = None,
         max_filters: cap on filters per level.
         batch_norm: batch normalisation after each conv.
         dropout: dropout in the bottleneck block.
+        downsampling: ``"conv3"`` (3×3 stride-2 convolution) or ``"conv2"`` (2×2 stride 2: each output sees
+            exactly the 2×2 block the 2×2 transposed convolution writes back to, so levels stay
+            pixel-aligned; the "same" padding of a 3×3 stride-2 convolution on even sizes pads only the far
+            side, which shifts each level by half a pixel).
         name: model name.
 
     Returns:
@@ -134,6 +142,8 @@ def unet(spatial_dims: int = 2, input_shape: Sequence[int | None] | None = None,
         raise ValueError(f"depth: expected an int >= 1, got {depth!r}")
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling: expected one of {UPSAMPLING}, got {upsampling!r}")
+    if downsampling not in DOWNSAMPLING:
+        raise ValueError(f"downsampling: expected one of {tuple(DOWNSAMPLING)}, got {downsampling!r}")
     if base_filters < 1 or (max_filters is not None and max_filters < 1):
         raise ValueError(f"base_filters/max_filters: expected positive ints, got {base_filters}, {max_filters}")
     check_divisible(shape, 2 ** depth, what=f"a depth-{depth} U-Net")
@@ -143,7 +153,7 @@ def unet(spatial_dims: int = 2, input_shape: Sequence[int | None] | None = None,
     inputs = keras.Input(shape, name="image")
     top, coarser = apply_unet_body(inputs, depth=depth, base_filters=base_filters, max_filters=max_filters,
                                    attention_gates=attention_gates, residual=residual, upsampling=upsampling,
-                                   batch_norm=batch_norm, dropout=dropout)
+                                   batch_norm=batch_norm, dropout=dropout, downsampling=downsampling)
     outputs = _seg_output(top, num_classes, "predictions")
     if deep_supervision:
         aux = [_seg_output(f, num_classes, f"aux_{k}", upsample=2 ** k) for k, f in enumerate(coarser, start=1)]

@@ -101,6 +101,8 @@ SHAPES = [
     ("unet", dict(spatial_dims=3, input_shape=(16, 32, 32, 2), num_classes=1, depth=3, base_filters=4,
                   residual=True, attention_gates=True), (16, 32, 32, 1)),
     ("unet", dict(spatial_dims=2, input_shape=(None, None, 1), num_classes=2, depth=2, base_filters=4), (None, None, 2)),
+    ("unet", dict(spatial_dims=2, input_shape=(32, 32, 1), num_classes=2, depth=2, base_filters=4,
+                  downsampling="conv2"), (32, 32, 2)),
     ("attention_mil", dict(input_shape=(None, 64), num_classes=3, task="multiclass"), (3,)),
     ("restoration_unet", dict(spatial_dims=2, input_shape=(32, 32, 3), depth=2, base_filters=4), (32, 32, 3)),
     ("restoration_unet", dict(spatial_dims=3, input_shape=(8, 16, 16, 1), depth=2, base_filters=4, scale=2),
@@ -337,3 +339,15 @@ def test_xception_batchnorm_statistics_follow_the_weights():
             if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
     with pytest.raises(ValueError, match="bn_momentum"):
         models.build("xception_multiscale", input_shape=(71, 71, 1), num_classes=3, scales=[1.0], bn_momentum=1.0)
+
+
+def test_unet_downsampling_kernel():
+    """``downsampling="conv2"``: 2×2 stride-2 down-sampling convolutions (pixel-aligned with the 2×2
+    transposed-convolution up-sampling); the default stays 3×3."""
+    for mode, k in (("conv3", 3), ("conv2", 2)):
+        model = models.build("unet", spatial_dims=3, input_shape=(8, 16, 16, 1), num_classes=2, depth=2,
+                             base_filters=4, downsampling=mode)
+        assert model.get_layer("down0_conv").kernel_size == (k,) * 3
+        assert model.get_layer("down0_conv").strides == (2,) * 3
+    with pytest.raises(ValueError, match="downsampling"):
+        models.build("unet", spatial_dims=2, input_shape=(32, 32, 1), downsampling="pool")
