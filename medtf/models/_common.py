@@ -44,3 +44,13 @@ def check_divisible(shape: tuple, factor: int, *, what: str, arg: str = "input_s
     for s in shape[:-1]:
         if s is not None and s % factor:
             raise ValueError(f"{arg}: spatial sizes must be divisible by {factor} for {what}, got {shape}")
+
+
+def set_batchnorm_momentum(model, momentum: float) -> None:
+    """Set the moving-average momentum of every BatchNormalization layer of ``model`` (nested models
+    included). Keras reads it at call time and saves it in ``get_config()``."""
+    import keras
+
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import keras
 
-from medtf.models._common import check_input_shape
+from medtf.models._common import check_input_shape, set_batchnorm_momentum
 from medtf.models.heads import apply_head, check_task
 from medtf.models.registry import register
 
@@ -31,9 +31,7 @@ def _backbone(channels: int, name: str, weights, bn_momentum: float):
     base = keras.applications.Xception(include_top=False, weights=None, input_shape=(None, None, channels))
     if weights is not None:
         base.load_weights(weights)
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = bn_momentum  # read at call time and saved by get_config()
+    set_batchnorm_momentum(base, bn_momentum)
     return keras.Model(base.input, base.output, name=name)
 
 

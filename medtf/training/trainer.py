@@ -133,11 +133,9 @@ def build_model(config: TrainConfig, input_shape):
         kw.setdefault("spatial_dims", len(input_shape) - 1)
     model = models.build(config.model.name, **kw)
     if config.model.bn_momentum is not None:
-        import keras
+        from medtf.models._common import set_batchnorm_momentum
 
-        for layer in model._flatten_layers():  # nested backbones included
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = config.model.bn_momentum  # read at call time, saved by get_config()
+        set_batchnorm_momentum(model, config.model.bn_momentum)
     return model
 
 
