@@ -220,11 +220,7 @@ def read_image(path) -> np.ndarray:
 def resize_bilinear(image: np.ndarray, size) -> np.ndarray:
     """Resize channels-last (H, W, C) or (D, H, W, C) to ``size`` like ``tf.image.resize`` bilinear
     (half-pixel centres, no antialiasing, float32): ``medtf.data.spec.resize_numpy``."""
-    x = np.asarray(image, dtype=np.float32)
-    size = tuple(int(s) for s in size)
-    if len(size) != x.ndim - 1:
-        raise ValueError(f"resize size {size} does not match an image of shape {x.shape} (channels last)")
-    return resize_numpy(x, size)
+    return resize_numpy(np.asarray(image, dtype=np.float32), size)  # raises ValueError on a size/rank mismatch
 
 
 def crop_or_pad(image: np.ndarray, size) -> np.ndarray:
