@@ -105,14 +105,16 @@ class SpatialAttention(keras.layers.Layer):
     def build(self, input_shape):
         _check_rank(self, input_shape)
         conv_cls = {3: keras.layers.Conv1D, 4: keras.layers.Conv2D, 5: keras.layers.Conv3D}[len(input_shape)]
-        self.conv = conv_cls(1, self.kernel_size, padding="same", use_bias=True, dtype=self.dtype_policy,
-                             name="conv")
+        # float32 under every policy: a 2 -> 1 channel map gains nothing from 16-bit compute, and oneDNN's
+        # bfloat16 Conv3D weight gradient corrupts the heap (process abort) when this 7^3 kernel meets a
+        # 4^3 map (TF 2.21 on AVX512-BF16 CPUs; tests/layers/test_cbam.py runs that case).
+        self.conv = conv_cls(1, self.kernel_size, padding="same", use_bias=True, dtype="float32", name="conv")
         self.conv.build(tuple(input_shape[:-1]) + (2,))
 
     def call(self, inputs):
         desc = ops.concatenate([ops.mean(inputs, axis=-1, keepdims=True), ops.max(inputs, axis=-1, keepdims=True)],
                                axis=-1)
-        return inputs * ops.sigmoid(self.conv(desc))
+        return inputs * ops.cast(ops.sigmoid(self.conv(desc)), inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -103,6 +103,32 @@ def test_channel_and_spatial_attention_alone():
     assert ca.mlp_hidden.units == 4  # 8 // 2
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_spatial_attention_conv_stays_float32_under_mixed_policies(policy):
+    """The 2 -> 1 channel attention conv computes in float32; the layer keeps the policy's dtype. The 7^3 kernel
+    on a 4^3 map is the case whose bfloat16 Conv3D weight gradient aborts TF 2.21 on AVX512-BF16 CPUs."""
+    import tensorflow as tf
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = SpatialAttention(kernel_size=7)
+        x = tf.cast(tf.random.stateless_normal((2, 4, 4, 4, 8), seed=(0, 1)), layer.compute_dtype)
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, "float32"))
+        grads = tape.gradient(loss, layer.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert layer.conv.compute_dtype == "float32"
+    assert y.dtype == layer.compute_dtype != "float32"
+    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+    kernel, bias = layer.conv.get_weights()
+    x32 = np.asarray(tf.cast(x, "float32"))
+    np.testing.assert_allclose(np.asarray(tf.cast(y, "float32")), np_spatial_attention(x32, kernel, bias),
+                               rtol=2e-2, atol=2e-2)  # 16-bit output (bfloat16: 8 mantissa bits)
+
+
 @pytest.mark.parametrize("x_shape,g_shape,stride", [((2, 8, 6, 4), (2, 4, 3, 6), (2, 2)),
                                                     ((2, 4, 6, 8, 3), (2, 2, 3, 4, 5), (2, 2, 2)),
                                                     ((2, 5, 5, 4), (2, 5, 5, 2), (1, 1))])
