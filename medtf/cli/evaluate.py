@@ -1,4 +1,4 @@
-"""``medtf evaluate RUN [--split test] [--tta] [--out DIR]``."""
+"""``medtf evaluate RUN [--split test] [--tta [flip|dihedral]] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("run", help="run folder written by `medtf train`")
     p.add_argument("--split", default="test", help="records split to evaluate (default: test)")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (average with left-right flip)")
+    p.add_argument("--tta", nargs="?", const="flip", default=None, choices=("flip", "dihedral"),
+                   help="test-time augmentation: flip (alone: mean with the left-right flip) or dihedral "
+                        "(the 8 flips/90-degree rotations of the last two spatial axes)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default: RUN/eval-SPLIT)")
     p.add_argument("--records", default=None, metavar="DIR", help="records directory (default: from model.json)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the AUC CI (default 1000)")

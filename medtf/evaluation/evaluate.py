@@ -25,7 +25,7 @@ import numpy as np
 from medtf.evaluation import metrics as M
 
 __all__ = ["evaluate_predictions", "evaluate_segmentation", "evaluate_run", "probabilities_to_labels",
-           "parse_threshold_method", "CLASSIFICATION_TASKS"]
+           "parse_threshold_method", "tta_mode", "tta_predict", "TTA_MODES", "CLASSIFICATION_TASKS"]
 
 CLASSIFICATION_TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 TASKS = CLASSIFICATION_TASKS + ("segmentation", "restoration")
@@ -318,27 +318,75 @@ def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_name
 # run folders
 
 
-def _predict_one(model, x: np.ndarray, tta: bool) -> np.ndarray:
-    """Prediction for one preprocessed image (sliding window when the model's input is smaller)."""
+#: test-time augmentation modes: "flip" = identity + left-right flip; "dihedral" = the 8 flips/90° rotations of
+#: the last two spatial axes (in-plane for volumes)
+TTA_MODES = ("flip", "dihedral")
+
+
+def tta_mode(tta) -> str | None:
+    """Normalise a ``tta`` argument: False/None → None, True → ``"flip"``, or one of :data:`TTA_MODES`.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if tta is None or tta is False:
+        return None
+    if tta is True:
+        return "flip"
+    if tta in TTA_MODES:
+        return str(tta)
+    raise ValueError(f"tta: expected one of {TTA_MODES} (or True for 'flip'), got {tta!r}")
+
+
+def tta_predict(run, x: np.ndarray, mode: str | None, *, spatial_axes: Sequence[int], dense: bool) -> np.ndarray:
+    """Mean of ``run`` over the test-time transforms of ``x``.
+
+    Args:
+        run: array → prediction (same leading layout as its input).
+        x: input array; ``spatial_axes`` are its spatial axes (e.g. ``(1, 2)`` for an NHWC batch).
+        mode: None (one prediction), ``"flip"`` or ``"dihedral"`` (see :data:`TTA_MODES`).
+        spatial_axes: the spatial axes of ``x`` (and of a dense prediction); transforms act on the last two
+            (the last one for ``"flip"``).
+        dense: the prediction has the input's spatial axes (segmentation, restoration): each is mapped back
+            by the inverse transform before averaging.
+
+    Returns:
+        float32 mean prediction.
+    """
+    mode = tta_mode(mode)
+    if mode is None:
+        return np.asarray(run(x), dtype=np.float32)
+    last = spatial_axes[-1]
+    plane = tuple(spatial_axes[-2:])
+    rotations = range(4) if mode == "dihedral" and len(plane) == 2 else range(1)
+    transforms = [(k, flip) for k in rotations for flip in (False, True)]
+    total = np.zeros((), np.float32)
+    for k, flip in transforms:
+        xt = np.flip(x, last) if flip else x
+        xt = np.rot90(xt, k, axes=plane) if k else xt
+        out = np.asarray(run(np.ascontiguousarray(xt)), dtype=np.float32)
+        if dense:  # undo: rotate back, then flip back
+            out = np.rot90(out, -k, axes=plane) if k else out
+            out = np.flip(out, last) if flip else out
+        total = total + out
+    return total / len(transforms)
+
+
+def _predict_one(model, x: np.ndarray, tta) -> np.ndarray:
+    """Prediction for one preprocessed image (sliding window when the model's input is smaller); ``tta`` is a
+    :func:`tta_mode` value."""
     in_shape = tuple(model.inputs[0].shape[1:-1])
     fixed = all(d is not None for d in in_shape)
-    spatial = x.shape[:-1]
 
     def run(img):
-        if fixed and tuple(spatial) != in_shape:
+        if fixed and tuple(img.shape[:-1]) != in_shape:
             from medtf.data.sliding_window import sliding_window_inference
 
             return sliding_window_inference(model, img, in_shape, overlap=0.5, mode="gaussian")
         return np.asarray(model.predict_on_batch(img[None]), dtype=np.float32)[0]
 
-    out = run(x)
-    if tta:
-        axis = len(spatial) - 1  # last spatial axis (left-right)
-        flipped = run(np.flip(x, axis=axis))
-        if out.ndim == x.ndim:  # dense output: flip back
-            flipped = np.flip(flipped, axis=axis)
-        out = (out + flipped) / 2.0
-    return out
+    dense = len(model.outputs[0].shape) == len(x.shape) + 1  # (B, *spatial, C) output for a (*spatial, C) input
+    return tta_predict(run, x, tta, spatial_axes=tuple(range(len(x.shape) - 1)), dense=dense)
 
 
 def _restore_size(prob: np.ndarray, orig_spatial: Sequence[int], spec) -> np.ndarray:
@@ -395,10 +443,8 @@ def _collect_classification(model, records_dir, split, spec, manifest, task, bat
         if not xs:
             return
         xb = np.stack(xs)
-        out = np.asarray(model.predict_on_batch(xb), dtype=np.float64)
-        if tta:
-            out = (out + np.asarray(model.predict_on_batch(np.flip(xb, axis=xb.ndim - 2)), dtype=np.float64)) / 2
-        probs.append(out.reshape(len(xs), -1))
+        out = tta_predict(model.predict_on_batch, xb, tta, spatial_axes=tuple(range(1, xb.ndim - 1)), dense=False)
+        probs.append(out.astype(np.float64).reshape(len(xs), -1))
         xs.clear()
 
     for e in tqdm(_records_examples(records_dir, split, spec, manifest), total=total, desc=f"evaluate {split}",
@@ -451,8 +497,9 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
     Args:
         run_dir: run folder written by ``medtf train`` (``model.keras`` + ``model.json``).
         split: split name in the records manifest.
-        tta: flip test-time augmentation (average with the left-right flipped input; dense outputs are
-            flipped back).
+        tta: test-time augmentation: False; True or ``"flip"`` (mean with the left-right flipped input);
+            ``"dihedral"`` (mean over the 8 flips/90° rotations of the last two spatial axes). Dense outputs are
+            mapped back before averaging.
         out_dir: report folder; default ``RUN/eval-<split>``.
         records: records directory, overriding ``model.json``'s ``records`` (e.g. when moved).
         n_boot, seed: bootstrap replicates and seed of the AUC confidence interval.
@@ -472,6 +519,7 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
 
     from medtf.evaluation.report import to_jsonable, write_report
 
+    tta = tta_mode(tta)
     run_dir = pathlib.Path(run_dir)
     info = RunInfo.load(run_dir)
     records_dir = records or info.records
@@ -539,7 +587,7 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
     else:  # pragma: no cover - RunInfo validates the task
         raise ValueError(f"unsupported task {task!r}")
 
-    report.update({"split": split, "tta": bool(tta), "run": {"name": info.name, "task": task,
+    report.update({"split": split, "tta": bool(tta), "tta_mode": tta, "run": {"name": info.name, "task": task,
                    "input_shape": list(info.input_shape), "medtf_version": info.medtf_version}})
     if write:
         out = pathlib.Path(out_dir) if out_dir is not None else run_dir / f"eval-{split}"
@@ -569,10 +617,7 @@ def _evaluate_restoration(model, info, records_dir, split, tta):
     ys, preds, xs = [], [], []
     for batch in ds.as_numpy_iterator():
         x, y = batch[0], batch[1]
-        out = np.asarray(model.predict_on_batch(x), dtype=np.float32)
-        if tta:
-            ax = x.ndim - 2
-            out = (out + np.flip(np.asarray(model.predict_on_batch(np.flip(x, ax)), np.float32), ax)) / 2
+        out = tta_predict(model.predict_on_batch, x, tta, spatial_axes=tuple(range(1, x.ndim - 1)), dense=True)
         ys.append(y)
         preds.append(out)
         xs.append(x)

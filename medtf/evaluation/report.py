@@ -275,7 +275,7 @@ def _html(report: dict, images: dict[str, pathlib.Path], title: str) -> str:
     if report.get("split"):
         info.append(f"split: <b>{html.escape(str(report['split']))}</b>")
     if report.get("tta"):
-        info.append("flip test-time augmentation: <b>on</b>")
+        info.append(f"test-time augmentation: <b>{html.escape(str(report.get('tta_mode') or 'flip'))}</b>")
     if isinstance(thr, dict) and thr.get("value") is not None:
         info.append(f"threshold: <b>{_num(thr['value'])}</b> ({html.escape(str(thr.get('method')))}, from {html.escape(str(thr.get('source')))})")
     imgs = []
