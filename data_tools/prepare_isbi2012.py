@@ -5,7 +5,7 @@ Split (fixed, by slice index, the recipe's protocol): slices 0-20 train, 21-23 v
 24-29 test — i.e. 24 slices for training/validation and 6 held-out test slices. Image: uint8 (512, 512, 1);
 mask: 1 = membrane (label PNG value 0), 0 = cell interior (255).
 
-    python data_tools/prepare_isbi2012.py --out runs/records/isbi2012 --tile 256 [--src ../shared/data/isbi2012_em_membrane]
+    python data_tools/prepare_isbi2012.py --out runs/records/isbi2012 --tile 256 [--context 1] [--src ../shared/data/isbi2012_em_membrane]
 """
 
 from __future__ import annotations
@@ -48,7 +48,14 @@ def _tiles(img: np.ndarray, mask: np.ndarray, tile: int):
             yield r, c, img[r:r + tile, c:c + tile], mask[r:r + tile, c:c + tile]
 
 
-def prepare(src, out, tile: int | None = None) -> dict:
+def with_context(images: list[np.ndarray], i: int, context: int) -> np.ndarray:
+    """Slice ``i`` with its ``context`` neighbours on each side of the serial-section stack as channels
+    (``i - context … i + context``, the end slices repeated at the stack's ends) → (H, W, 2·context + 1)."""
+    n = len(images)
+    return np.stack([images[min(max(j, 0), n - 1)] for j in range(i - context, i + context + 1)], axis=-1)
+
+
+def prepare(src, out, tile: int | None = None, context: int = 0) -> dict:
     """Write the records; returns the manifest.
 
     Args:
@@ -57,20 +64,26 @@ def prepare(src, out, tile: int | None = None) -> dict:
         tile: cut the *training* slices into non-overlapping ``tile``×``tile`` tiles (validation and
             test slices stay whole), so training runs on smaller images while a fully convolutional
             model is evaluated on full slices.
+        context: neighbouring sections on each side stacked as extra input channels (2.5D; the mask stays
+            the centre slice's). Only images cross split borders this way, never labels: test slice 24 sees
+            the image of validation slice 23, as a challenge entry sees the whole unlabelled test volume.
     """
+    if context < 0:
+        raise ValueError(f"context: expected >= 0 neighbouring sections, got {context}")
     pairs = load_pairs(src)
+    images = [img for img, _ in pairs]
     ps = pseudonymizer()
     splits = {}
     for name, idx in SPLITS.items():
         exs = []
         for i in idx:
-            img, mask = pairs[i]
+            img, mask = with_context(images, i, context), pairs[i][1]
             pid = ps.patient(f"isbi2012-slice-{i}")
             if tile and name == "train":
-                exs += [{"image": t[..., None], "mask": m, "spacing": (1.0, 1.0), "patient": pid,
+                exs += [{"image": t, "mask": m, "spacing": (1.0, 1.0), "patient": pid,
                          "source": f"isbi2012/train/{i}@{r},{c}", "modality": "EM"} for r, c, t, m in _tiles(img, mask, tile)]
             else:
-                exs.append({"image": img[..., None], "mask": mask, "spacing": (1.0, 1.0), "patient": pid,
+                exs.append({"image": img, "mask": mask, "spacing": (1.0, 1.0), "patient": pid,
                             "source": f"isbi2012/train/{i}", "modality": "EM"})
         splits[name] = exs
     return write_records(out, splits, image_dtype="uint8", intensity={"kind": "raw8"}, tool="data_tools/prepare_isbi2012",
@@ -83,8 +96,10 @@ def main(argv=None) -> int:
     p.add_argument("--src", default=str(shared_data_dir() / "isbi2012_em_membrane"))
     p.add_argument("--out", required=True)
     p.add_argument("--tile", type=int, default=None, help="tile the training slices (e.g. 256)")
+    p.add_argument("--context", type=int, default=0,
+                   help="neighbouring sections on each side as extra channels (2.5D input; default 0)")
     a = p.parse_args(argv)
-    m = prepare(a.src, a.out, a.tile)
+    m = prepare(a.src, a.out, a.tile, a.context)
     print({k: v["examples"] for k, v in m["splits"].items()}, "→", a.out)
     return 0
 

@@ -71,6 +71,28 @@ def test_isbi2012_preparer(tmp_path):
     assert 0.15 < mask.mean() < 0.30  # membranes are ~22% of the pixels (SOURCE.md)
 
 
+def test_isbi2012_context_channels_are_the_neighbouring_sections(tmp_path):
+    import cv2
+
+    from prepare_isbi2012 import prepare, with_context
+
+    src = _shared("isbi2012_em_membrane")
+    m = prepare(src, tmp_path / "rec", tile=256, context=1)
+    assert {k: v["examples"] for k, v in m["splits"].items()} == {"train": 84, "val": 3, "test": 6}
+    from medtf.records.reader import load
+
+    section = lambda i: cv2.imread(str(src / "train" / "image" / f"{i}.png"), cv2.IMREAD_GRAYSCALE)  # noqa: E731
+    tests = [e["image"].numpy() for e in load(tmp_path / "rec", "test")]
+    assert tests[0].shape == (512, 512, 3)
+    for ch, i in enumerate((23, 24, 25)):  # test slice 24: validation slice 23's image, itself, slice 25
+        np.testing.assert_array_equal(tests[0][..., ch], section(i))
+    np.testing.assert_array_equal(tests[-1][..., 2], section(29))  # the stack's last section repeats
+    tile = next(iter(load(tmp_path / "rec", "train")))["image"].numpy()
+    np.testing.assert_array_equal(tile, with_context([section(i) for i in (0, 1)], 0, 1)[:256, :256])
+    with pytest.raises(ValueError, match="context"):
+        prepare(src, tmp_path / "bad", context=-1)
+
+
 def test_lidc_patches_centre_on_the_annotated_nodule(tmp_path):
     from nodule_patches import consensus_nodules, lidc_examples, parse_lidc_xml
 
