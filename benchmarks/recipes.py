@@ -111,6 +111,17 @@ def _train(recipe: str, ctx: Ctx, records: pathlib.Path, extra=(), config_name: 
     return pathlib.Path(train(cfg))
 
 
+def _trained_or_train(recipe: str, ctx: Ctx, records: pathlib.Path) -> pathlib.Path:
+    """With ``--reuse``, the finished run of ``recipe`` in ``--work`` (model.keras + model.json, no resume
+    backup left); otherwise a fresh :func:`_train`."""
+    run = ctx.work / "runs" / recipe
+    done = (run / "model.keras").is_file() and (run / "model.json").is_file() and not (run / "checkpoints" / "backup").exists()
+    if ctx.reuse and done:
+        print(f"--reuse: evaluating the trained run {_rel(run)}", flush=True)
+        return run
+    return _train(recipe, ctx, records)
+
+
 def _fold_ensemble_report(run: pathlib.Path) -> dict:
     """Test metrics of a K-fold run's ensemble (mean probability), with the same metric code and bootstrap
     CIs as ``evaluate_run``."""
@@ -146,21 +157,29 @@ def _arrays(records, split, run_dir):
 
 
 def _classification(recipe: str, ctx: Ctx, records: pathlib.Path, *, int8: bool = False, name: str | None = None,
-                    config_name: str = "config.yaml") -> dict:
-    """Train ``recipes/<recipe>/<config_name>`` as run ``name`` (default: the recipe) and evaluate on test."""
+                    config_name: str = "config.yaml", tta: str | None = None) -> dict:
+    """Train ``recipes/<recipe>/<config_name>`` as run ``name`` (default: the recipe) and evaluate on test
+    (``medtf evaluate --tta TTA`` when given; the plain evaluation is recorded beside it)."""
     from medtf.evaluation.evaluate import evaluate_run
 
     name = name or recipe
     t0 = time.perf_counter()
     run = _train(recipe, ctx, records, extra=[f"run_name={name}"], config_name=config_name)
     train_min = (time.perf_counter() - t0) / 60
+    plain = None
     if (run / "folds.json").exists():
         rep = _fold_ensemble_report(run)
     else:
-        rep = evaluate_run(run, "test", out_dir=ctx.work / "reports" / name, progress=False)
+        rep = evaluate_run(run, "test", tta=tta, out_dir=ctx.work / "reports" / name, progress=False)
+        if tta:
+            plain = evaluate_run(run, "test", write=False, progress=False)["metrics"]
     m = rep["metrics"]
     out = {"test_auc": _auc(m["auc"]), "test_accuracy": float(m["accuracy"]), "n_test": int(rep["n"]),
            "train_minutes": round(train_min, 2), "run": _rel(run), "report": _rel(rep.get("files", {}).get("html"))}
+    if plain is not None:
+        out.update(tta=tta, test_auc_no_tta=_auc(plain["auc"]), test_accuracy_no_tta=float(plain["accuracy"]))
+        if "kappa_quadratic" in plain:
+            out["test_kappa_no_tta"] = float(plain["kappa_quadratic"])
     if "folds" in rep:
         out["folds"] = rep["folds"]
     if isinstance(m["auc"], dict):
@@ -205,7 +224,7 @@ def pneumonia_cxr(ctx: Ctx) -> dict:
 
 def diabetic_retinopathy(ctx: Ctx) -> dict:
     rec = _convert_npz(_shared("retinamnist") / "retinamnist.npz", ctx.work / "records" / "retinamnist")
-    return _classification("diabetic_retinopathy", ctx, rec)
+    return _classification("diabetic_retinopathy", ctx, rec, tta="dihedral")
 
 
 def adrenal_3d(ctx: Ctx) -> dict:
@@ -222,25 +241,54 @@ def _dice(p, t) -> float:
     return 1.0 if s == 0 else float(2 * np.logical_and(p, t).sum() / s)
 
 
+#: membrane-probability thresholds searched on the validation slices (argmax of two softmax classes = 0.5)
+EM_THRESHOLDS = tuple(round(0.30 + 0.02 * i, 2) for i in range(21))
+
+
 def em_membrane(ctx: Ctx) -> dict:
+    """``test_dice``: pooled membrane Dice of the argmax on the test slices 24-29. Beside it (``*_selected``):
+    the test-time augmentation (none, flip or dihedral, ``medtf.evaluation.tta_predict``) and membrane
+    threshold with the best pooled Dice on the validation slices 21-23, applied to the test slices. The
+    recipe's input channels set the sections stacked per slice (3 channels: ``prepare_isbi2012 --context 1``)."""
     import numpy as np
 
     from prepare_isbi2012 import prepare
+    from medtf.evaluation.evaluate import tta_predict
+    from medtf.training.config import load_config
     from medtf.training.run import load_model
 
-    rec = ctx.work / "records" / "isbi2012"
-    prepare(_shared("isbi2012_em_membrane"), rec, tile=256)
+    channels = (load_config(REPO / "recipes" / "em_membrane" / "config.yaml").model.kwargs.get("input_shape") or [1])[-1]
+    context = (int(channels or 1) - 1) // 2
+    rec = ctx.work / "records" / ("isbi2012" if context == 0 else f"isbi2012_z{context}")
+    prepare(_shared("isbi2012_em_membrane"), rec, tile=256, context=context)
     t0 = time.perf_counter()
-    run = _train("em_membrane", ctx, rec)
+    run = _trained_or_train("em_membrane", ctx, rec)
     train_min = (time.perf_counter() - t0) / 60
+    if ctx.reuse:  # the run's own span: resolved config written at its start, history.csv after its last epoch
+        train_min = ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
     model = load_model(run)
-    x, y = _arrays(rec, "test", run)
-    prob = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + 1])) for i in range(len(x))])
-    pred = prob.argmax(-1) == 1
-    truth = (y.argmax(-1) == 1) if y.shape[-1] > 1 else (y[..., 0] > 0.5)
-    per = [_dice(pred[i], truth[i]) for i in range(len(x))]
+
+    def membrane_prob(split, tta):
+        x, y = _arrays(rec, split, run)
+        prob = np.stack([tta_predict(model.predict_on_batch, x[i:i + 1], tta, spatial_axes=(1, 2), dense=True)[0]
+                         for i in range(len(x))])
+        truth = (y.argmax(-1) == 1) if y.shape[-1] > 1 else (y[..., 0] > 0.5)
+        return prob[..., 1], truth
+
+    val_dice = {}  # (tta mode, threshold) → pooled Dice on the validation slices
+    for mode in (None, "flip", "dihedral"):
+        val_p, val_t = membrane_prob("val", mode)
+        val_dice.update({(mode, t): _dice(val_p >= t, val_t) for t in EM_THRESHOLDS})
+    # best on validation; ties → no/fewer transforms, then the threshold nearest 0.5
+    mode, thr = max(val_dice, key=lambda k: (round(val_dice[k], 6), k[0] is None, k[0] == "flip", -abs(k[1] - 0.5)))
+    plain_p, truth = membrane_prob("test", None)
+    pred = plain_p > 0.5  # = argmax of the two softmax classes
+    selected = (plain_p if mode is None else membrane_prob("test", mode)[0]) >= thr
+    per = [_dice(pred[i], truth[i]) for i in range(len(pred))]
     return {"test_dice": _dice(pred, truth), "test_dice_per_slice": per, "test_pixel_accuracy": float((pred == truth).mean()),
-            "n_test": len(x), "train_minutes": round(train_min, 2), "run": _rel(run)}
+            "input_sections": 2 * context + 1, "test_dice_selected": _dice(selected, truth), "tta_selected": mode,
+            "threshold_selected": thr, "val_dice_selected": val_dice[(mode, thr)], "val_dice": val_dice[(None, 0.5)],
+            "n_test": len(pred), "train_minutes": round(train_min, 2), "run": _rel(run)}
 
 
 def brain_tumor_mri(ctx: Ctx) -> dict:
@@ -420,7 +468,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="1 epoch per recipe (wiring smoke test; not results)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(RECIPES)}")
     p.add_argument("--work", default=str(HERE / "_work"), help="scratch folder (records, runs, reports)")
-    p.add_argument("--reuse", action="store_true", help="ct_denoising: evaluate the model already trained in --work")
+    p.add_argument("--reuse", action="store_true",
+                   help="ct_denoising, em_membrane: evaluate the model already trained in --work instead of training")
     a = p.parse_args(argv)
     names = list(RECIPES) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in RECIPES]
