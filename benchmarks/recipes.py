@@ -268,8 +268,10 @@ def em_membrane(ctx: Ctx) -> dict:
         train_min = ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
     model = load_model(run)
 
+    arrays = {split: _arrays(rec, split, run) for split in ("val", "test")}  # read each split once
+
     def membrane_prob(split, tta):
-        x, y = _arrays(rec, split, run)
+        x, y = arrays[split]
         prob = np.stack([tta_predict(model.predict_on_batch, x[i:i + 1], tta, spatial_axes=(1, 2), dense=True)[0]
                          for i in range(len(x))])
         truth = (y.argmax(-1) == 1) if y.shape[-1] > 1 else (y[..., 0] > 0.5)
