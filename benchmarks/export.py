@@ -46,7 +46,7 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def load_pneumonia(size: int):
     """PneumoniaMNIST splits preprocessed with the model's Preprocessing (NumPy reference)."""
-    from medtf.data.spec import Preprocessing
+    from medtf.preprocess import Preprocessing
     from medtf.export.edge import preprocess
 
     path = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist.npz"

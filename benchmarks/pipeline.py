@@ -37,8 +37,10 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from medtf.data import DataConfig, Preprocessing, build_dataset  # noqa: E402
-from medtf.records.schema import SCHEMA_VERSION, encode_example, parse_example  # noqa: E402
+from medtf.data import DataConfig, build_dataset  # noqa: E402
+from medtf.preprocess import Preprocessing  # noqa: E402
+from medtf.records.encode import encode_example  # noqa: E402
+from medtf.records.schema import SCHEMA_VERSION, parse_example  # noqa: E402
 
 BATCH = 32
 
@@ -64,7 +66,7 @@ def write_records(directory: pathlib.Path, n: int, shards: int = 4, size: int = 
         w.close()
     manifest = {
         "schema_version": SCHEMA_VERSION, "image_dtype": "uint8", "mode": "slice", "spatial_dims": 2,
-        "channels": 1, "label_names": ["normal", "pneumonia"], "intensity": {"kind": "raw8"}, "files": [],
+        "channels": 1, "label_names": ["normal", "pneumonia"], "preprocessing": {}, "files": [],
         "splits": {"train": {"examples": n, "patients": n, "labels": counts, "shards": files}},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest))

@@ -301,7 +301,8 @@ def brain_tumor_mri(ctx: Ctx) -> dict:
     from prepare_brats2015 import REGIONS, prepare
     from medtf.records.reader import load
     from medtf.training.run import RunInfo, load_model
-    from medtf.data.spec import apply_intensity_numpy, resize_numpy
+    from medtf.preprocess import apply_intensity as apply_intensity_numpy
+    from medtf.preprocess import resize as resize_numpy
 
     rec = ctx.work / "records" / "brats2015"
     if not (rec / "manifest.json").exists():

@@ -33,7 +33,8 @@ def make_records(root: pathlib.Path, n_train: int, n_val: int, size: int, seed: 
     import numpy as np
     import tensorflow as tf
 
-    from medtf.records.schema import SCHEMA_VERSION, encode_example
+    from medtf.records.encode import encode_example
+    from medtf.records.schema import SCHEMA_VERSION
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,7 @@ def make_records(root: pathlib.Path, n_train: int, n_val: int, size: int, seed: 
         splits[split] = {"examples": n, "patients": n, "labels": counts, "shards": [name]}
     (root / "manifest.json").write_text(json.dumps({
         "schema_version": SCHEMA_VERSION, "image_dtype": "uint8", "mode": "slice", "spatial_dims": 2, "channels": 1,
-        "splits": splits, "label_names": ["other", "top_left"], "intensity": {"kind": "raw8"}, "files": []}))
+        "splits": splits, "label_names": ["other", "top_left"], "preprocessing": {}, "files": []}))
     return root
 
 

@@ -57,7 +57,8 @@ def write_records(
             ``patient`` (pseudonym), ``source`` (record key), optional ``label`` (tuple of ints),
             ``mask`` (uint8, spatial shape), ``modality``, ``origin``, ``direction``.
         image_dtype: storage dtype (every image must be exactly representable).
-        intensity: the manifest's ``intensity`` entry (e.g. ``{"kind": "raw8"}``).
+        intensity: how the preparer stored values (e.g. ``{"kind": "raw8"}``); the manifest records an identity
+            conversion stage (``"preprocessing"``) and keeps a ``"note"`` as ``preprocessing_note``.
         tool: name of the preparer (manifest ``tool.name``).
         label_names: class names, or None.
         mask_names: names of the mask values (segmentation), or None.
@@ -73,6 +74,7 @@ def write_records(
     """
     from medtf import __version__
     from medtf.records import encode as enc
+    from medtf.preprocess import Preprocessing
 
     out = pathlib.Path(out)
     if (out / "manifest.json").exists() and not overwrite:
@@ -130,7 +132,9 @@ def write_records(
         "mode": "volume" if dims == 3 else "slice",
         "spatial_dims": int(dims or 2),
         "channels": int(chans or 1),
-        "intensity": intensity,
+        # the preparers store source values unchanged (any processing is the dataset authors'): identity stage
+        "preprocessing": Preprocessing().to_dict(),
+        **({"preprocessing_note": intensity["note"]} if intensity.get("note") else {}),
         "label_names": label_names,
         "mask_names": mask_names,
         "has_mask": bool(has_mask),

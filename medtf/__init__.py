@@ -7,7 +7,7 @@ Importing ``medtf`` is cheap: subpackages (and TensorFlow) load on first use.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "io", "records", "data", "layers", "models", "training", "evaluation", "export"]
+__all__ = ["__version__", "preprocess", "interpret", "io", "records", "data", "layers", "models", "training", "evaluation", "export"]
 
 
 def __getattr__(name):  # lazy subpackages: `import medtf; medtf.models` works without importing TF up front

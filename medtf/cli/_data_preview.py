@@ -25,13 +25,15 @@ def register(subparsers) -> None:
 
 
 def _default_preprocessing(manifest: dict):
-    from medtf.data.spec import Preprocessing
+    from medtf.preprocess import Preprocessing
 
-    kind = (manifest.get("intensity") or {}).get("kind")
-    if kind == "raw8":
-        return Preprocessing(intensity="scale", scale=255.0)
-    if kind == "window":
+    from medtf.records.process import conversion_spec
+
+    conversion = conversion_spec(manifest)
+    if conversion is not None and conversion.intensity == "window":
         return Preprocessing()
+    if manifest.get("image_dtype") == "uint8":
+        return Preprocessing(intensity="scale", scale=255.0)
     return Preprocessing(intensity="zscore")
 
 
@@ -51,7 +53,7 @@ def run(args) -> int:
         print(f"medtf data preview: --augment must be one of {POLICIES}. Received: {args.augment!r}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        from medtf.data.parse import read_manifest
+        from medtf.records.reader import read_manifest
 
         manifest = read_manifest(records)
         if args.config:

@@ -183,13 +183,24 @@ def run_demo(out, *, quick: bool = False, patients: int | None = None, epochs: i
     x_test, y_test = arrays("test")
     flat = litert.convert(model, "tflite-int8", calibration=x_cal, min_calibration=min(len(x_cal), 100))
     tflite = out / "export" / "model-int8.tflite"
-    litert.export_tflite(model, tflite, "tflite-int8", preprocessing=info.preprocessing.to_dict(), task=info.task,
+    litert.export_tflite(model, tflite, "tflite-int8", preprocessing=info.preprocessing.to_dict(),
+                         conversion=None if info.conversion is None else info.conversion.to_dict(), task=info.task,
                          class_names=list(info.class_names), threshold=info.threshold, source_run=str(run_dir),
                          name="medtf-demo", tflite_bytes=flat)
     par = parity.parity_report(model, {"tflite-int8": tflite}, x_test, y_test, task="binary",
                                threshold=info.threshold, runs=50, progress=progress)
+    from medtf.export.raw_parity import format_table as raw_table
+    from medtf.export.raw_parity import raw_parity, raw_test_inputs
+
+    # the contract on raw input: the held-out DICOM files themselves, through the chain the model carries
+    par["raw"] = raw_parity(model, info, {"tflite-int8": tflite}, raw_test_inputs(records, "test", info, limit=32),
+                            progress=False)
+    if not par["raw"]["passed"]:
+        par["passed"] = False
+        par["failed"] = par["failed"] + [f"raw:{f}" for f in par["raw"]["failed"]]
     parity.write_report(par, out / "export" / "parity.json")
     print("    " + parity.format_table(par).replace("\n", "\n    "))
+    print("    " + raw_table(par["raw"]).replace("\n", "\n    "))
     keras.backend.clear_session()
     timings["export_s"] = time.perf_counter() - t
 
@@ -205,7 +216,7 @@ def run_demo(out, *, quick: bool = False, patients: int | None = None, epochs: i
     if "error" in pred:
         raise RuntimeError(f"edge prediction failed on {dicom_path}: {pred['error']}")
     photometric = next(it["photometric"] for it in phantoms.items if it["path"] == pick)
-    print(f"    {pick} ({photometric}): P(opacity) = {pred['probabilities'][0]:.3f} → prediction {pred['prediction']} "
+    print(f"    {pick} ({photometric}): P(opacity) = {pred['probability']:.3f} → prediction {pred['prediction']} "
           f"(truth {truth})")
     timings["edge_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_all
@@ -222,7 +233,7 @@ def run_demo(out, *, quick: bool = False, patients: int | None = None, epochs: i
         "test": {"auc": test_auc, "auc_ci": auc_ci, "accuracy": float(m["accuracy"]),
                  "threshold": report["threshold"]["value"], "n": int(report["n"])},
         "int8_parity": _parity_summary(par),
-        "edge_prediction": {"file": pick, "photometric": photometric, "probability": pred["probabilities"][0],
+        "edge_prediction": {"file": pick, "photometric": photometric, "probability": pred["probability"],
                             "prediction": pred["prediction"], "truth": truth},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }

@@ -14,17 +14,18 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "edge",
         help="run / benchmark an exported .tflite with ai-edge-litert (no TensorFlow)",
-        description="Edge runtime: predict DICOM/PNG/.npy inputs or benchmark latency with an exported .tflite "
-                    "and its metadata, without importing TensorFlow or Keras.",
+        description="Edge runtime: predict raw inputs (DICOM files or series folders, NIfTI, PNG/JPEG/TIFF, .npy) "
+                    "with an exported .tflite and the preprocessing chain stored in its metadata, or benchmark "
+                    "latency, without importing TensorFlow or Keras.",
     )
     sub = p.add_subparsers(dest="edge_command", metavar="{predict,bench}")
     pr = sub.add_parser("predict", help="predict input files")
     pr.add_argument("model", help=".tflite file (metadata from MODEL.json or the flatbuffer)")
-    pr.add_argument("inputs", nargs="+", help="DICOM / PNG / JPEG / .npy files")
+    pr.add_argument("inputs", nargs="+", help="DICOM files or series folders, NIfTI, PNG/JPEG/TIFF, .npy")
     pr.add_argument("--threads", type=int, default=2)
     pr.add_argument("--runtime", choices=("ai_edge_litert", "tflite_runtime"), default=None)
     pr.add_argument("--output", default=None, help="write results as JSON here (default: print)")
-    pr.add_argument("--masks", default=None, help="folder for segmentation masks (.npy)")
+    pr.add_argument("--masks", default=None, help="folder for segmentation masks (.npy, on the input's grid)")
     pr.set_defaults(func=run_predict)
     be = sub.add_parser("bench", help="latency percentiles and throughput (batch 1)")
     be.add_argument("model", help=".tflite file")

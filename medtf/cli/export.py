@@ -42,6 +42,11 @@ def register(subparsers) -> None:
                    help="deployment profile YAML (export/profiles/*.yaml); explicit options win")
     p.add_argument("--data", default=None,
                    help="npz with preprocessed x_train/y_train/x_test/y_test instead of the run's records")
+    p.add_argument("--input-root", action="append", default=None, metavar="DIR",
+                   help="folder the records' source files are under, for raw-input parity (repeatable; default: "
+                        "the folders given to tfrecord-convert, from the manifest)")
+    p.add_argument("--raw-max", type=int, default=64,
+                   help="test source files checked by raw-input parity (default 64; 0 skips it)")
     p.set_defaults(func=run)
 
 
@@ -102,6 +107,21 @@ def _targets(task: str, y, n_out: int):
     if task == "ordinal":
         return (y[:, None] > np.arange(n_out)[None]).astype("float32")
     return y[:, None].astype("float32")
+
+
+def _raw_parity(run_dir: pathlib.Path, info, model, artifacts: dict, args) -> dict | None:
+    """Raw-input parity on the test split's source files (None when skipped)."""
+    if args.raw_max == 0 or args.data or info.task == "restoration":
+        return None
+    from medtf.export.raw_parity import raw_parity, raw_test_inputs
+    from medtf.training.config import load_config
+
+    cfg = load_config(run_dir / "config.yaml")
+    records = pathlib.Path(cfg.records)
+    if not records.is_absolute() and not records.exists():
+        records = run_dir / records
+    raw = raw_test_inputs(records, cfg.test_split, info, input_roots=args.input_root, limit=args.raw_max)
+    return raw_parity(model, info, artifacts, raw)
 
 
 PROFILE_KEYS = {"formats": "format", "target": "target", "io": "io", "calibration_examples": "calibration_examples",
@@ -191,14 +211,15 @@ def run(args) -> int:
         from medtf.export.metadata import sha256_file
 
         model_file = run_dir / "model.keras"
-        common = dict(preprocessing=info.preprocessing.to_dict(), task=info.task, class_names=list(info.class_names),
+        conversion = None if info.conversion is None else info.conversion.to_dict()
+        common = dict(preprocessing=info.preprocessing.to_dict(), conversion=conversion, task=info.task, class_names=list(info.class_names),
                       threshold=info.threshold, source_run=str(run_dir), name=name,
                       source_sha256=sha256_file(model_file) if model_file.is_file() else None)
         artifacts: dict[str, pathlib.Path] = {}
         for fmt in formats:
             print(f"exporting {fmt} …", flush=True)
             if fmt == "savedmodel":
-                artifacts[fmt] = export_saved_model(model, out / "savedmodel", preprocessing=info.preprocessing,
+                artifacts[fmt] = export_saved_model(model, out / "savedmodel", preprocessing=info.chain,
                                                     name=name, version=args.version,
                                                     metadata={"task": info.task,
                                                               "class_names": list(info.class_names),
@@ -245,10 +266,29 @@ def run(args) -> int:
         return EXIT_OK
     report = parity.parity_report(model, artifacts, x_test, y_test, task=info.task, threshold=info.threshold,
                                   gates=gates, reference_size_path=run_dir / "model.keras")
+    try:
+        raw = _raw_parity(run_dir, info, model, artifacts, args)
+    except Exception as exc:  # noqa: BLE001 - the exports exist; the check could not run
+        raw = {"examples": 0, "passed": False, "failed": ["raw-input"], "exports": {},
+               "note": f"raw-input parity could not run: {type(exc).__name__}: {exc}"}
+    if raw is not None:
+        report["raw"] = raw
+        if not raw["passed"]:
+            report["failed"] = report["failed"] + [f"raw:{f}" for f in raw["failed"]]
+            report["passed"] = False
     parity.write_report(report, out / "parity.json")
     print(parity.format_table(report))
+    if raw is not None:
+        from medtf.export.raw_parity import format_table as raw_table
+
+        print(raw_table(raw))
     print(f"wrote {out / 'parity.json'}")
-    if not report["passed"]:
+    if raw is not None and not raw["passed"]:
+        print(f"raw-input parity failed for {', '.join(raw['failed'])}: on the raw source files these artifacts "
+              "do not return what they return on the records — the stored preprocessing does not reproduce the "
+              "conversion (see parity.json 'raw')", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    if not report["passed"] and report["failed"]:
         details = ", ".join(f"{f}: delta={report['exports'][f]['delta']:+.4f} > {gates.get(f)}"
                             for f in report["failed"])
         print(f"parity gate exceeded for {', '.join(report['failed'])}: the export loses more than allowed "

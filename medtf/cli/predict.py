@@ -31,14 +31,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _files(inputs):
-    out = []
-    for i in inputs:
-        p = pathlib.Path(i)
-        out.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
-    return out
-
-
 def _write(rows, path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
@@ -86,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"medtf predict --edge: no .tflite model found ({args.edge}); run `medtf export` first",
                       file=sys.stderr)
                 return 2
-            rows = edge.predict_files(tfl, _files(args.inputs))
+            rows = edge.predict_files(tfl, args.inputs)  # folders: series → one volume (3D models)
             rejected = [(r["input"], r["error"]) for r in rows if "error" in r]
             rows = [r for r in rows if "error" not in r]
             for r in rows:

@@ -56,9 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("auto", "slice", "volume"), default="auto",
                         help="volume: one example per series; slice: one per image/frame; auto (default): "
                         "volumes for series of single-frame slices")
-    parser.add_argument("--intensity", choices=("raw", "window"), default=None,
-                        help="raw (default): modality values (HU) stored exactly; window: one [0,1] channel "
-                        "per --window (implied by --window)")
+    parser.add_argument("--intensity", choices=("none", "raw", "window"), default=None,
+                        help="none (default; 'raw' is the same): modality values (HU) stored exactly; window: one "
+                        "[0,1] channel per --window (implied by --window)")
     parser.add_argument("--window", action="append", default=[], metavar="PRESET|W,L",
                         help="window preset (lung, mediastinum, abdomen, brain, bone) or WIDTH,LEVEL; repeat "
                         "(or comma-join presets) to stack windows as channels")
@@ -92,16 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _windows(values: list[str]) -> tuple:
-    from medtf.data.spec import WINDOW_PRESETS, parse_window
+    from medtf.preprocess import parse_windows
 
-    out = []
-    for v in values:
-        parts = [p.strip() for p in v.split(",")]
-        if all(p in WINDOW_PRESETS for p in parts):
-            out += [WINDOW_PRESETS[p] for p in parts]
-        else:
-            out.append(parse_window(v))
-    return tuple(out)
+    return parse_windows(values)
 
 
 def _read_options(args) -> dict:
@@ -124,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         windows = _windows(args.window)
-        intensity = args.intensity or ("window" if windows else "raw")
+        intensity = args.intensity or ("window" if windows else "none")
         process = ProcessOptions(intensity=intensity, windows=windows, spacing=args.spacing, size=args.size,
                                  resize=args.resize)
         config = ConvertConfig(

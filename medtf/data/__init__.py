@@ -1,9 +1,9 @@
-"""③ tf.data pipelines. ``medtf.data.spec`` and ``medtf.data.config`` are importable without TensorFlow
+"""③ tf.data pipelines. ``medtf.data.config`` is importable without TensorFlow
 (edge runtime, CLI); everything else loads lazily on first attribute access (PEP 562).
 
 Public API:
     DataConfig, AugmentConfig, OpConfig, PatchConfig   (medtf.data.config, TF-free)
-    Preprocessing, WINDOW_PRESETS, parse_window        (medtf.data.spec, TF-free)
+    (the preprocessing spec lives in ``medtf.preprocess``)
     build_dataset, build_examples, steps_per_epoch     (medtf.data.pipeline)
     read_manifest                                      (medtf.data.parse)
     sliding_window_inference                           (medtf.data.sliding_window, NumPy)
@@ -19,16 +19,13 @@ _EXPORTS = {
     "AugmentConfig": "config",
     "OpConfig": "config",
     "PatchConfig": "config",
-    "Preprocessing": "spec",
-    "WINDOW_PRESETS": "spec",
-    "parse_window": "spec",
     "build_dataset": "pipeline",
     "build_examples": "pipeline",
     "steps_per_epoch": "pipeline",
     "read_manifest": "parse",
     "sliding_window_inference": "sliding_window",
 }
-_SUBMODULES = ("spec", "config", "transforms", "augment", "sampling", "parse", "pipeline", "sliding_window", "preview")
+_SUBMODULES = ("config", "transforms", "augment", "sampling", "parse", "pipeline", "sliding_window", "preview")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

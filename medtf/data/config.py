@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from medtf.data.spec import Preprocessing
+from medtf.preprocess import Preprocessing
 
 LABEL_MODES = ("sparse", "onehot", "binary", "multilabel", "ordinal", "mask", "image")
 CLASS_BALANCE = (None, "oversample", "undersample", "weights")

@@ -1,67 +1,19 @@
 """Reading a records directory: manifest, shard list, and parsing by the one record schema.
 
-Wraps ``medtf.records.schema.parse_example`` and gives the parsed tensors static ranks/channels from
+The manifest reader and the shard lister are :mod:`medtf.records.reader`'s (``read_manifest``,
+``shard_paths``, re-exported here as ``read_manifest`` / ``shard_files``). This module wraps
+``medtf.records.schema.parse_example`` and gives the parsed tensors static ranks/channels from
 the manifest so downstream ops (and Keras) see known shapes.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-
 import tensorflow as tf
 
 from medtf.records import schema
+from medtf.records.reader import read_manifest, shard_paths as shard_files
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def read_manifest(records_dir) -> dict:
-    """Load ``DIR/manifest.json``.
-
-    Raises:
-        FileNotFoundError: no manifest in ``records_dir``.
-        ValueError: the manifest lacks ``image_dtype``/``splits`` or has an unsupported schema version.
-    """
-    path = pathlib.Path(records_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"records directory {records_dir}: expected {path.name}, which is missing")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    for key in ("image_dtype", "splits"):
-        if key not in manifest:
-            raise ValueError(f"{path}: manifest lacks required key {key!r}")
-    version = manifest.get("schema_version", schema.SCHEMA_VERSION)
-    if int(version) != schema.SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {version} is not supported (this medtf reads {schema.SCHEMA_VERSION})")
-    if manifest["image_dtype"] not in schema.IMAGE_DTYPES:
-        raise ValueError(f"{path}: image_dtype must be one of {schema.IMAGE_DTYPES}. Received: {manifest['image_dtype']!r}")
-    return manifest
-
-
-def shard_files(records_dir, split: str, manifest: dict | None = None) -> list[str]:
-    """Absolute paths of the shards of ``split`` (from the manifest, else by the naming rule).
-
-    Raises:
-        ValueError: unknown split or no shards found.
-    """
-    records_dir = pathlib.Path(records_dir)
-    manifest = manifest if manifest is not None else read_manifest(records_dir)
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise ValueError(f"{records_dir}: split {split!r} not in manifest; available splits: {sorted(splits)}")
-    names = splits[split].get("shards")
-    if names:
-        files = [str(records_dir / n) for n in names]
-    else:
-        files = sorted(str(p) for p in records_dir.glob(f"{split}-*-of-*.tfrecord"))
-    if not files:
-        raise ValueError(f"{records_dir}: split {split!r} has no shard files")
-    missing = [f for f in files if not os.path.exists(f)]
-    if missing:
-        raise ValueError(f"{records_dir}: shard files listed in the manifest are missing: {missing[:3]}")
-    return files
 
 
 def spatial_rank(manifest: dict) -> int:

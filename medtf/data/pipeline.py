@@ -30,6 +30,8 @@ from medtf.data import augment as aug
 from medtf.data import parse as parse_mod
 from medtf.data import sampling, transforms
 from medtf.data.config import INTENSITY_OPS, DataConfig
+from medtf.preprocess import tf_ops as pre
+from medtf.records.process import conversion_spec
 from medtf.records.schema import feature_spec as schema_feature_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -69,12 +71,20 @@ def resolve_num_classes(config: DataConfig, manifest: dict, label_size: int | No
 
 
 def _check(config: DataConfig, manifest: dict, info: dict, records_dir) -> None:
-    intensity = manifest.get("intensity") or {}
-    if intensity.get("kind") == "window" and config.preprocessing.intensity == "window":
+    conversion = conversion_spec(manifest)
+    if conversion is not None and conversion.intensity == "window" and config.preprocessing.intensity == "window":
         raise ValueError(
-            f"{records_dir}: records already store windowed values in [0, 1] (manifest intensity "
-            f"{intensity}); preprocessing.intensity='window' would window them again — use 'none'"
+            f"{records_dir}: records already store windowed values in [0, 1] (conversion: "
+            f"{conversion.describe()}); preprocessing.intensity='window' would window them again — use 'none'"
         )
+    if config.preprocessing.spacing is not None:
+        raise ValueError(
+            f"{records_dir}: preprocessing.spacing is applied at conversion (tfrecord-convert --spacing), where "
+            "the source geometry is known; remove it from data.preprocessing"
+        )
+    if config.preprocessing.voi:
+        raise ValueError(f"{records_dir}: preprocessing.voi is a reading step (tfrecord-convert --voi); remove it "
+                         "from data.preprocessing")
     if config.label_mode == "mask" and not info["has_mask"]:
         raise ValueError(f"{records_dir}: label_mode='mask' needs records with masks; this split has none")
     if config.label_mode not in ("mask", "image") and info["label_size"] == 0:
@@ -90,24 +100,6 @@ def _output_channels_before_repeat(spec, channels_in: int | None) -> int | None:
     if c is not None and spec.channels == 1:
         c = 1
     return c
-
-
-def _preprocess_batch_2d(x, spec):
-    """``Preprocessing`` (without the final 1 → N channel repeat) on a (B, H, W, C) float batch."""
-    if spec.intensity == "zscore" and (spec.mean is None or spec.std is None):
-        mean = tf.constant(spec.mean, tf.float32) if spec.mean is not None else tf.reduce_mean(x, [1, 2, 3], keepdims=True)
-        std = tf.constant(spec.std, tf.float32) if spec.std is not None else tf.math.reduce_std(x, [1, 2, 3], keepdims=True)
-        x = (x - mean) / tf.maximum(std, 1e-6)
-    else:
-        x = transforms.apply_intensity(x, spec)
-    if spec.channels == 1 and x.shape[-1] != 1:
-        x = tf.reduce_mean(x, axis=-1, keepdims=True)
-    if spec.size is not None:
-        if spec.resize == "resize":
-            x = tf.image.resize(x, spec.size, method="bilinear", antialias=False)
-        else:
-            x = tf.image.resize_with_crop_or_pad(x, *spec.size)
-    return x
 
 
 def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed: int, keep_mask: bool,
@@ -144,9 +136,9 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
     def prepare(serialized):
         e = parse_fn(serialized)
         if use_mask:
-            image, mask = transforms.apply_preprocessing(e["image"], spec, mask=e["mask"], repeat_channels=False)
+            image, mask = pre.apply(e["image"], spec, mask=e["mask"], repeat=False)
             return {"image": image, "label": e["label"], "mask": mask}
-        return {"image": transforms.apply_preprocessing(e["image"], spec, repeat_channels=False), "label": e["label"]}
+        return {"image": pre.apply(e["image"], spec, repeat=False), "label": e["label"]}
 
     @_no_autograph
     def prepare_batch(serialized):
@@ -163,7 +155,7 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
             x = tf.io.decode_raw(p["image"], tf.dtypes.as_dtype(manifest["image_dtype"]), little_endian=True)
             x = tf.reshape(x, tf.concat([tf.shape(serialized, out_type=tf.int64), shapes[0]], 0))
             x = tf.ensure_shape(tf.cast(x, tf.float32), [None, None, None, int(c_in)])
-            return tf.ensure_shape(_preprocess_batch_2d(x, spec), [None] + out_spec.shape.as_list())
+            return tf.ensure_shape(pre.apply(x, spec, batched=True, repeat=False), [None] + out_spec.shape.as_list())
 
         def one_by_one():
             return tf.map_fn(lambda r: prepare(r)["image"], serialized, fn_output_signature=out_spec)
@@ -197,8 +189,8 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
         elif mode != "image":
             target = transforms.encode_label(e["label"], mode, num_classes)
         if not as_tuple:  # examples for preview & co. carry the full channel count
-            image = transforms.repeat_channels(image, spec)
-            target = transforms.repeat_channels(target, spec) if mode == "image" else target
+            image = pre.map_channels(image, spec.channels, repeat_only=True)
+            target = pre.map_channels(target, spec.channels, repeat_only=True) if mode == "image" else target
         out = {"image": image, "target": target, "label": e["label"]}
         if mask is not None:
             out["mask"] = mask
@@ -295,8 +287,8 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
 
 def _repeat_batch(batch: tuple, spec, mode: str) -> tuple:
     """1 → N channel repetition of x (and of y for restoration) in an ``(x, y[, w])`` batch."""
-    x = transforms.repeat_channels(batch[0], spec)
-    y = transforms.repeat_channels(batch[1], spec) if mode == "image" else batch[1]
+    x = pre.map_channels(batch[0], spec.channels, repeat_only=True)
+    y = pre.map_channels(batch[1], spec.channels, repeat_only=True) if mode == "image" else batch[1]
     return (x, y) + tuple(batch[2:])
 
 

@@ -52,7 +52,7 @@ def render_preview(records_dir, split: str, out, config, *, n: int = 16, seed: i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medtf.data.parse import read_manifest
+    from medtf.records.reader import read_manifest
     from medtf.data.pipeline import build_examples
 
     manifest = read_manifest(records_dir)

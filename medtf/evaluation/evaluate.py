@@ -3,7 +3,7 @@
 ``evaluate_predictions`` and ``write_report`` work without a run folder (export parity checks and
 recipes use them). ``evaluate_run`` loads ``RUN/model.keras`` + ``RUN/model.json`` through
 ``medtf.training.run``, reads the split from the run's records directory with ``medtf.records.load``
-and applies the run's inference ``Preprocessing`` with ``medtf.data.transforms.apply_preprocessing``
+and applies the run's training-stage ``Preprocessing`` with ``medtf.preprocess.tf_ops.apply``
 — the same graph ops ``medtf.data.build_dataset(..., training=False)`` uses, here applied record by
 record so every prediction stays paired with its pseudonymous patient key, spacing and full-resolution
 mask. Restoration runs use ``build_dataset(..., training=False)`` itself, since the degradation is
@@ -31,16 +31,7 @@ CLASSIFICATION_TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 TASKS = CLASSIFICATION_TASKS + ("segmentation", "restoration")
 
 
-def parse_threshold_method(method: str | None) -> tuple[str, float]:
-    """``"youden"`` / ``"sensitivity:0.9"`` / ``"target_sensitivity"`` → (method, target)."""
-    if method in (None, "", "youden"):
-        return "youden", 0.9
-    if method.startswith("sensitivity:") or method.startswith("target_sensitivity:"):
-        v = float(method.split(":", 1)[1])
-        return "target_sensitivity", v
-    if method == "target_sensitivity":
-        return "target_sensitivity", 0.9
-    raise ValueError(f"threshold method must be 'youden' or 'sensitivity:<target>'. Received: {method!r}")
+from medtf.training.thresholds import parse_threshold_method  # noqa: E402,F401 - the one parser
 
 
 def _class_names(task: str, class_names, width: int) -> list[str]:
@@ -60,7 +51,7 @@ def _binary_arrays(y_true, y_prob):
         p = p[:, 1]
     if y.ndim == 2 and y.shape[1] == 2:
         y = y.argmax(axis=1)
-    return M._binary_labels(y), M._scores(p, "y_prob")
+    return M.binary_labels(y), M.as_scores(p, "y_prob")
 
 
 def _labels_1d(y_true, num_classes: int) -> np.ndarray:
@@ -68,15 +59,15 @@ def _labels_1d(y_true, num_classes: int) -> np.ndarray:
     y = np.asarray(y_true)
     if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
         return y.argmax(axis=1).astype(np.int64)
-    return M._as_1d(y, "y_true").astype(np.int64)
+    return M.as_1d(y, "y_true").astype(np.int64)
 
 
 def _ordinal_labels(y_true, num_classes: int) -> np.ndarray:
-    """Grades from indices or from cumulative targets (n, K-1)."""
+    """Grades from indices or from cumulative targets (n, K-1): the count of targets ``>= 0.5``."""
     y = np.asarray(y_true)
     if y.ndim == 2 and y.shape[1] == num_classes - 1 and num_classes > 2:
-        return (y > 0.5).sum(axis=1).astype(np.int64)
-    return M._as_1d(y, "y_true").astype(np.int64)
+        return (y >= 0.5).sum(axis=1).astype(np.int64)  # tie rule: a target of exactly 0.5 counts as passed
+    return M.as_1d(y, "y_true").astype(np.int64)
 
 
 def _method_label(method: str | None) -> str:
@@ -137,7 +128,8 @@ def evaluate_predictions(
             (*spatial, K) — softmax, or sigmoid channels (K=1 → one foreground class); restoration:
             restored images.
         task: binary | multiclass | multilabel | ordinal | segmentation | restoration.
-        threshold: operating point (binary) or one per label / one for all (multilabel); None →
+        threshold: operating point (binary) or one per label / one for all (multilabel), applied as
+            ``prob >= threshold`` → positive (a probability equal to the threshold is positive); None →
             chosen on ``(y_val, p_val)`` with ``threshold_method``, else 0.5.
         threshold_method: "youden" (default) or "sensitivity:<target>".
         y_val, p_val: validation labels/outputs for the threshold choice.
@@ -203,7 +195,7 @@ def evaluate_predictions(
                "source": [t["source"] for t in picks]}
         rocs, prs, cms = [], [], []
         for j, name in enumerate(names):
-            yj = M._binary_labels(y[:, j])
+            yj = M.binary_labels(y[:, j])
             if 0 < yj.sum() < yj.size:
                 r, q = _curves_binary(yj, p[:, j], name)
                 rocs.append(r)
@@ -265,7 +257,7 @@ def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_name
         spacing: one spacing for all cases or one per case (mm, array axis order); default 1 mm.
         keys: pseudonymous case keys.
         class_names: names incl. background.
-        multilabel: channels are independent binary segments (sigmoid, threshold 0.5).
+        multilabel: channels are independent binary segments (sigmoid, ``prob >= 0.5`` → foreground).
 
     Returns:
         ``{"task": "segmentation", "n", "class_names", "metrics": summary, "per_case": [...], "curves": {}}``.
@@ -393,18 +385,18 @@ def _restore_size(prob: np.ndarray, orig_spatial: Sequence[int], spec) -> np.nda
     """Map a dense prediction back through the size step of ``spec`` to the records' grid."""
     if tuple(prob.shape[:-1]) == tuple(orig_spatial):
         return prob
-    from medtf.data import transforms
+    from medtf.preprocess import crop_or_pad, resize
 
     if spec.resize == "crop_or_pad":
-        return np.asarray(transforms.crop_or_pad(prob, list(orig_spatial)))
-    return np.asarray(transforms.resize(prob, list(orig_spatial), "linear"))
+        return crop_or_pad(prob, list(orig_spatial))
+    return resize(prob, list(orig_spatial), "linear")
 
 
 def _records_examples(records_dir, split: str, spec, manifest: dict):
     """Yield (preprocessed image, raw element dict) for every record of ``split``, in record order."""
     import tensorflow as tf
 
-    from medtf.data.transforms import apply_preprocessing
+    from medtf.preprocess import tf_ops
     from medtf.records import reader
 
     ds = reader.load(records_dir, split)
@@ -415,7 +407,7 @@ def _records_examples(records_dir, split: str, spec, manifest: dict):
 
     def prep(e):
         image = tf.ensure_shape(e["image"], shape)
-        return {**e, "image": image, "x": apply_preprocessing(image, spec)}
+        return {**e, "image": image, "x": tf_ops.apply(image, spec)}
 
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
     for e in ds.as_numpy_iterator():

@@ -327,7 +327,7 @@ def explain_run(run_dir, inputs: Sequence, out_dir, *, class_index: int | None =
 
     Inputs are read through ``medtf.io`` (files or folders; DICOM slices of one series become a volume in
     ``mode="auto"``), preprocessed with the run's ``Preprocessing`` via
-    ``medtf.data.transforms.apply_preprocessing`` and explained with :func:`grad_cam`. Writes
+    the NumPy reference of ``medtf.preprocess`` (the run's whole chain from raw input) and explained with :func:`grad_cam`. Writes
     ``case_XXXX_gradcam.png`` (mid-slices for 3D) and ``explain.json`` into ``out_dir``; cases are numbered in
     discovery order (sorted source keys) and no file names or patient identifiers are written.
 
@@ -348,12 +348,11 @@ def explain_run(run_dir, inputs: Sequence, out_dir, *, class_index: int | None =
     """
     import json
 
-    import tensorflow as tf
-
-    from medtf.data.transforms import apply_preprocessing
+    from medtf.preprocess import apply_chain
     from medtf.training.run import RunInfo, load_model
 
     info = RunInfo.load(run_dir)
+    info.warn_if_incomplete()
     if info.task not in ("binary", "multiclass", "multilabel", "ordinal"):
         raise ValueError(f"{run_dir}: Grad-CAM explains classifiers; this run's task is {info.task!r}")
     model = load_model(run_dir)
@@ -361,7 +360,10 @@ def explain_run(run_dir, inputs: Sequence, out_dir, *, class_index: int | None =
     in_shape = tuple(model.inputs[0].shape[1:])
     xs, units = [], []
     for u, unit, img in images:
-        x = apply_preprocessing(tf.convert_to_tensor(img.array), info.preprocessing).numpy()
+        try:
+            x = apply_chain(img.array, info.chain, img.spacing)
+        except ValueError as exc:
+            raise ValueError(f"{unit.paths[0]}: {exc}") from None
         if x.ndim != len(in_shape) or any(a is not None and a != b for a, b in zip(in_shape, x.shape)):
             raise ValueError(
                 f"{unit.paths[0]}: preprocessed image shape {x.shape} does not fit the model input {in_shape} "

@@ -1,10 +1,20 @@
-"""Clinical metrics in NumPy/SciPy (no TensorFlow, except the thin restoration helper).
+"""Clinical metrics: scikit-learn / SciPy where they own the metric, NumPy for the rest (no TensorFlow,
+except the thin restoration helper).
+
+Library-backed: ROC curve and AUC (``sklearn.metrics.roc_curve`` / ``roc_auc_score``), precision-recall
+curve and average precision (``precision_recall_curve`` / ``average_precision_score``), confusion
+matrices (``confusion_matrix``), quadratic-weighted kappa (``cohen_kappa_score``), Brier score
+(``brier_score_loss``), Wilson intervals (``scipy.stats.binomtest(...).proportion_ci``). Hand-written,
+because the libraries lack them: the vectorised bootstrap AUC of many resamples (tested equal to
+``roc_auc_score`` on the resampled data), threshold selection, the binned ECE, segmentation overlap and
+surface distances in mm. sklearn and SciPy are imported lazily (inside the functions).
 
 Conventions (all functions):
 
 * ``y_true`` holds integer labels: 0/1 for binary and per-label multilabel, ``0..K-1`` for
   multiclass and ordinal. Scores/probabilities are floats; NaN or infinite scores are rejected.
-* A sample is predicted positive when ``prob >= threshold`` (the same rule as ``roc_curve``).
+* Tie rule: a sample is predicted positive when ``prob >= threshold`` — a probability exactly equal
+  to the threshold counts as positive (the same rule as ``sklearn.metrics.roc_curve``'s thresholds).
 * A ratio whose denominator is zero (e.g. sensitivity without positives) is ``NaN``, never 0;
   averages over classes ignore NaN (``nanmean``).
 * AUC needs both classes; with only one present it is ``NaN`` (as sklearn >= 1.6, which also warns).
@@ -32,7 +42,6 @@ Conventions (all functions):
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,7 +50,7 @@ import numpy as np
 # validation helpers
 
 
-def _as_1d(x, name: str, *, dtype=None) -> np.ndarray:
+def as_1d(x, name: str, *, dtype=None) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
@@ -50,16 +59,16 @@ def _as_1d(x, name: str, *, dtype=None) -> np.ndarray:
     return a.astype(dtype) if dtype is not None else a
 
 
-def _binary_labels(y_true, name: str = "y_true") -> np.ndarray:
-    y = _as_1d(y_true, name)
+def binary_labels(y_true, name: str = "y_true") -> np.ndarray:
+    y = as_1d(y_true, name)
     if y.size and not np.isin(y, (0, 1)).all():
         bad = np.unique(y[~np.isin(y, (0, 1))])[:5]
         raise ValueError(f"`{name}` must contain only 0 and 1 for a binary metric. Received values: {bad.tolist()}")
     return y.astype(np.int64)
 
 
-def _scores(y_score, name: str = "y_score") -> np.ndarray:
-    s = _as_1d(y_score, name).astype(np.float64)
+def as_scores(y_score, name: str = "y_score") -> np.ndarray:
+    s = as_1d(y_score, name).astype(np.float64)
     if not np.isfinite(s).all():
         raise ValueError(f"`{name}` contains NaN or infinite values ({int((~np.isfinite(s)).sum())} of {s.size})")
     return s
@@ -79,7 +88,10 @@ def _div(num: float, den: float) -> float:
 
 
 def _weighted_auc(pos: np.ndarray, neg: np.ndarray, wp: np.ndarray, wn: np.ndarray) -> np.ndarray:
-    """AUC (Mann-Whitney, ties count 1/2) for each row of sample weights.
+    """AUC (Mann-Whitney, ties count 1/2) for each row of sample weights (the bootstrap engine).
+
+    Row ``b`` equals ``sklearn.metrics.roc_auc_score`` on the data with each positive/negative repeated
+    ``wp[b]``/``wn[b]`` times (tested to 1e-12); kept because it scores all resamples in one pass.
 
     Args:
         pos, neg: scores of the positives (n1,) and negatives (n0,).
@@ -118,13 +130,20 @@ def roc_auc(y_true, y_score) -> float:
     Raises:
         ValueError: labels other than 0/1, non-finite scores, or mismatched lengths.
     """
-    y = _binary_labels(y_true)
-    s = _scores(y_score)
+    y = binary_labels(y_true)
+    s = as_scores(y_score)
     _same_length(y, s, "y_true", "y_score")
-    pos, neg = s[y == 1], s[y == 0]
-    if pos.size == 0 or neg.size == 0:
+    return _sk_auc(y, s)
+
+
+def _sk_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """``sklearn.metrics.roc_auc_score`` on validated 0/1 labels; NaN (no warning) with one class."""
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
         return float("nan")
-    return float(_weighted_auc(pos, neg, np.ones((1, pos.size)), np.ones((1, neg.size)))[0])
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s))
 
 
 def _stratified_counts(strata: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -156,7 +175,9 @@ def roc_auc_ci(y_true, y_score, *, n_boot: int = 1000, ci: float = 0.95, seed: i
     """AUC with a stratified percentile bootstrap confidence interval.
 
     Positives and negatives are resampled separately (with replacement, each to its original count),
-    so every replicate has both classes. Vectorised: ``n_boot=2000`` on 10k samples takes about a second.
+    so every replicate has both classes. The point estimate is ``sklearn.metrics.roc_auc_score``; the
+    replicates use the vectorised rank AUC :func:`_weighted_auc` (equal to ``roc_auc_score`` on each
+    resample), so ``n_boot=2000`` on 10k samples takes about a second.
 
     Args:
         y_true: 0/1 labels.
@@ -172,14 +193,14 @@ def roc_auc_ci(y_true, y_score, *, n_boot: int = 1000, ci: float = 0.95, seed: i
         ValueError: invalid labels/scores, ``n_boot < 1`` or ``ci`` outside (0, 1).
     """
     _check_ci(n_boot, ci)
-    y = _binary_labels(y_true)
-    s = _scores(y_score)
+    y = binary_labels(y_true)
+    s = as_scores(y_score)
     _same_length(y, s, "y_true", "y_score")
     pos, neg = s[y == 1], s[y == 0]
     out = {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_boot": int(n_boot), "ci": ci}
     if pos.size == 0 or neg.size == 0:
         return out
-    out["value"] = float(_weighted_auc(pos, neg, np.ones((1, pos.size)), np.ones((1, neg.size)))[0])
+    out["value"] = _sk_auc(y, s)
     rng = np.random.default_rng(seed)
     wp = rng.multinomial(pos.size, np.full(pos.size, 1.0 / pos.size), size=n_boot)
     wn = rng.multinomial(neg.size, np.full(neg.size, 1.0 / neg.size), size=n_boot)
@@ -188,7 +209,9 @@ def roc_auc_ci(y_true, y_score, *, n_boot: int = 1000, ci: float = 0.95, seed: i
 
 
 def roc_curve(y_true, y_score, *, drop_intermediate: bool = True):
-    """ROC curve points (same definition as ``sklearn.metrics.roc_curve``).
+    """ROC curve points: ``sklearn.metrics.roc_curve`` on validated inputs.
+
+    The point at threshold ``t`` counts ``score >= t`` as positive (the project's tie rule).
 
     Args:
         y_true: 0/1 labels.
@@ -197,55 +220,63 @@ def roc_curve(y_true, y_score, *, drop_intermediate: bool = True):
 
     Returns:
         ``(fpr, tpr, thresholds)`` with thresholds decreasing; the first threshold is ``inf`` (0, 0).
-        fpr (tpr) is NaN when there are no negatives (positives).
+        fpr (tpr) is NaN when there are no negatives (positives), without sklearn's warning.
     """
-    y = _binary_labels(y_true)
-    s = _scores(y_score)
+    y = binary_labels(y_true)
+    s = as_scores(y_score)
     _same_length(y, s, "y_true", "y_score")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    distinct = np.flatnonzero(np.diff(s)) if s.size else np.array([], dtype=int)
-    idx = np.r_[distinct, s.size - 1] if s.size else np.array([], dtype=int)
-    tps = np.cumsum(y)[idx].astype(np.float64)
-    fps = (idx + 1 - tps).astype(np.float64)
-    thr = s[idx]
-    if drop_intermediate and tps.size > 2:
-        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        tps, fps, thr = tps[keep], fps[keep], thr[keep]
-    tps, fps, thr = np.r_[0.0, tps], np.r_[0.0, fps], np.r_[np.inf, thr]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fpr = fps / fps[-1] if fps[-1] > 0 else np.full_like(fps, np.nan)
-        tpr = tps / tps[-1] if tps[-1] > 0 else np.full_like(tps, np.nan)
-    return fpr, tpr, thr
+    if s.size == 0:
+        return np.array([np.nan]), np.array([np.nan]), np.array([np.inf])
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # one class → NaN rates (documented)
+        fpr, tpr, thr = sk_roc_curve(y, s, pos_label=1, drop_intermediate=drop_intermediate)
+    return fpr.astype(np.float64), tpr.astype(np.float64), thr.astype(np.float64)
 
 
 def precision_recall_curve(y_true, y_score):
     """Precision-recall points at every distinct threshold (decreasing), starting at recall 0.
 
+    ``sklearn.metrics.precision_recall_curve`` (``score >= threshold`` → positive), reversed so that the
+    thresholds decrease and the curve starts at the (recall 0, precision 1) point.
+
     Returns:
         ``(precision, recall, thresholds)``; precision at the start point is 1 by convention (as sklearn).
+        Without positives the recall after the start point is NaN (sklearn would set 1 and warn).
     """
-    y = _binary_labels(y_true)
-    s = _scores(y_score)
+    y = binary_labels(y_true)
+    s = as_scores(y_score)
     _same_length(y, s, "y_true", "y_score")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
     if s.size == 0:
         return np.array([1.0]), np.array([0.0]), np.array([])
-    idx = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps = np.cumsum(y)[idx].astype(np.float64)
-    pp = (idx + 1).astype(np.float64)
-    precision = tps / pp
-    recall = tps / tps[-1] if tps[-1] > 0 else np.full_like(tps, np.nan)
-    return np.r_[1.0, precision], np.r_[0.0, recall], s[idx]
+    import warnings
+
+    from sklearn.metrics import precision_recall_curve as sk_pr_curve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "No positive class found": handled below
+        precision, recall, thr = sk_pr_curve(y, s, pos_label=1)
+    precision, recall, thr = (a[::-1].astype(np.float64) for a in (precision, recall, thr))
+    if not y.any():
+        recall[1:] = np.nan
+    return precision, recall, thr
 
 
 def average_precision(y_true, y_score) -> float:
-    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` (sklearn's definition); NaN without positives."""
-    precision, recall, _ = precision_recall_curve(y_true, y_score)
-    if recall.size < 2 or not np.isfinite(recall[-1]):
+    """Average precision ``sum_n (R_n - R_{n-1}) P_n``: ``sklearn.metrics.average_precision_score``;
+    NaN without positives (or without samples)."""
+    y = binary_labels(y_true)
+    s = as_scores(y_score)
+    _same_length(y, s, "y_true", "y_score")
+    if not y.any():
         return float("nan")
-    return float(np.sum(np.diff(recall) * precision[1:]))
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, s, pos_label=1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,21 +284,19 @@ def average_precision(y_true, y_score) -> float:
 
 
 def wilson_interval(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion; (NaN, NaN) when ``n == 0``."""
+    """Wilson score interval of a binomial proportion (``scipy.stats.binomtest(...).proportion_ci``,
+    ``method="wilson"``); (NaN, NaN) when ``n == 0``."""
     if n <= 0:
         return float("nan"), float("nan")
-    from scipy.stats import norm
+    from scipy.stats import binomtest
 
-    z = float(norm.ppf(0.5 + ci / 2.0))
-    p = successes / n
-    den = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+    r = binomtest(int(successes), int(n)).proportion_ci(confidence_level=ci, method="wilson")
+    return max(0.0, float(r.low)), min(1.0, float(r.high))
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
-    """Confusion matrix, rows = true class, columns = predicted class (sklearn's layout).
+    """Confusion matrix, rows = true class, columns = predicted class: ``sklearn.metrics.confusion_matrix``
+    with ``labels=range(num_classes)``, after checking the labels are in range (sklearn would drop them).
 
     Args:
         y_true, y_pred: integer class indices in ``[0, num_classes)``.
@@ -279,15 +308,19 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     Raises:
         ValueError: negative labels or labels ``>= num_classes``.
     """
-    t = _as_1d(y_true, "y_true").astype(np.int64)
-    p = _as_1d(y_pred, "y_pred").astype(np.int64)
+    t = as_1d(y_true, "y_true").astype(np.int64)
+    p = as_1d(y_pred, "y_pred").astype(np.int64)
     _same_length(t, p, "y_true", "y_pred")
     if num_classes is None:
         num_classes = int(max(t.max(initial=0), p.max(initial=0))) + 1
     for name, a in (("y_true", t), ("y_pred", p)):
         if a.size and (a.min() < 0 or a.max() >= num_classes):
             raise ValueError(f"`{name}` must hold class indices in [0, {num_classes}). Received range: [{a.min()}, {a.max()}]")
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    if t.size == 0:  # sklearn rejects empty input
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    return sk_confusion_matrix(t, p, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def _counts_metrics(tp: int, fp: int, tn: int, fn: int, ci: float = 0.95) -> dict:
@@ -310,7 +343,7 @@ def _counts_metrics(tp: int, fp: int, tn: int, fn: int, ci: float = 0.95) -> dic
 
 
 def threshold_metrics(y_true, y_prob, threshold: float, *, ci: float = 0.95) -> dict:
-    """Binary metrics at ``prob >= threshold``.
+    """Binary metrics at ``prob >= threshold`` (tie rule: ``prob == threshold`` counts as positive).
 
     Args:
         y_true: 0/1 labels.
@@ -322,54 +355,17 @@ def threshold_metrics(y_true, y_prob, threshold: float, *, ci: float = 0.95) -> 
         ``tp, fp, tn, fn, accuracy, sensitivity, specificity, ppv, npv, f1`` plus ``<name>_ci``
         ([low, high]) for the five proportions; undefined ratios are NaN.
     """
-    y = _binary_labels(y_true)
-    p = _scores(y_prob, "y_prob")
+    y = binary_labels(y_true)
+    p = as_scores(y_prob, "y_prob")
     _same_length(y, p, "y_true", "y_prob")
-    pred = p >= threshold
-    tp = int(np.sum(pred & (y == 1)))
-    fp = int(np.sum(pred & (y == 0)))
-    fn = int(np.sum(~pred & (y == 1)))
-    tn = int(np.sum(~pred & (y == 0)))
+    pred = (p >= threshold).astype(np.int64)  # the tie rule: equal to the threshold → positive
+    (tn, fp), (fn, tp) = confusion_matrix(y, pred, 2).tolist()
     out = _counts_metrics(tp, fp, tn, fn, ci)
     out["threshold"] = float(threshold)
     return out
 
 
-THRESHOLD_METHODS = ("youden", "target_sensitivity")
-
-
-def select_threshold(y_true, y_prob, method: str = "youden", *, target_sensitivity: float = 0.9) -> float:
-    """Choose an operating point on (validation) data.
-
-    Args:
-        y_true: 0/1 labels.
-        y_prob: positive-class probabilities.
-        method: ``"youden"`` maximises sensitivity + specificity - 1 (the highest threshold among ties);
-            ``"target_sensitivity"`` picks the highest threshold whose sensitivity is at least
-            ``target_sensitivity`` (i.e. the best specificity meeting the target).
-        target_sensitivity: in (0, 1], used by ``"target_sensitivity"``.
-
-    Returns:
-        The threshold: one of the observed probabilities (predict positive when ``prob >= threshold``).
-
-    Raises:
-        ValueError: unknown method, target outside (0, 1], or a class missing from ``y_true``.
-    """
-    if method not in THRESHOLD_METHODS:
-        raise ValueError(f"method must be one of {THRESHOLD_METHODS}. Received: {method!r}")
-    y = _binary_labels(y_true)
-    if method == "target_sensitivity" and not 0.0 < target_sensitivity <= 1.0:
-        raise ValueError(f"target_sensitivity must be in (0, 1]. Received: {target_sensitivity}")
-    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    if n_pos == 0 or (method == "youden" and n_neg == 0):
-        raise ValueError(
-            f"cannot choose a threshold: y_true needs both classes for {method!r}. Received: {n_pos} positive, {n_neg} negative"
-        )
-    fpr, tpr, thr = roc_curve(y, y_prob, drop_intermediate=False)
-    fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the (inf) start point
-    if method == "youden":
-        return float(thr[int(np.argmax(tpr - fpr))])
-    return float(thr[int(np.flatnonzero(tpr >= target_sensitivity - 1e-12)[0])])
+from medtf.training.thresholds import THRESHOLD_METHODS, select_threshold  # noqa: E402,F401 - the one implementation
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,19 +375,26 @@ def select_threshold(y_true, y_prob, method: str = "youden", *, target_sensitivi
 def quadratic_weighted_kappa(y_true, y_pred, num_classes: int | None = None) -> float:
     """Cohen's kappa with quadratic weights ``(i - j)^2`` on the class indices ``0..K-1``.
 
-    Equals ``sklearn.metrics.cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=range(K))``.
-    NaN when the expected disagreement is zero (e.g. everything in one class).
+    ``sklearn.metrics.cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=range(K))`` after the
+    label checks of :func:`confusion_matrix`. NaN when the expected disagreement is zero (e.g. everything
+    in one class) or there are no samples, without sklearn's warning.
     """
-    cm = confusion_matrix(y_true, y_pred, num_classes).astype(np.float64)
+    t = as_1d(y_true, "y_true").astype(np.int64)
+    p = as_1d(y_pred, "y_pred").astype(np.int64)
+    cm = confusion_matrix(t, p, num_classes)  # validates lengths and label range
     k = cm.shape[0]
-    n = cm.sum()
-    if n == 0:
+    if t.size == 0:
         return float("nan")
-    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n
-    i, j = np.indices((k, k))
-    w = (i - j) ** 2
-    den = float((w * expected).sum())
-    return 1.0 - float((w * cm).sum()) / den if den > 0 else float("nan")
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = float(cohen_kappa_score(t, p, labels=np.arange(k), weights="quadratic", replace_undefined_by=np.nan))
+    return value if np.isfinite(value) else float("nan")
 
 
 def per_class_metrics(cm: np.ndarray) -> dict:
@@ -423,8 +426,9 @@ def _nanmean(values) -> float:
 def ovr_auc_ci(y_true, y_prob, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> dict:
     """One-vs-rest AUC per class and their macro average, with a class-stratified bootstrap CI.
 
-    The macro value equals ``sklearn.metrics.roc_auc_score(y, p, multi_class="ovr", average="macro")``
-    when every class is present; classes absent from ``y_true`` get NaN and are left out of the macro.
+    Per-class AUCs are ``sklearn.metrics.roc_auc_score(y == c, p[:, c])``, so the macro value equals
+    ``roc_auc_score(y, p, multi_class="ovr", average="macro")`` when every class is present; classes absent
+    from ``y_true`` get NaN and are left out of the macro. Bootstrap replicates: :func:`_weighted_auc`.
 
     Args:
         y_true: class indices (n,).
@@ -438,7 +442,7 @@ def ovr_auc_ci(y_true, y_prob, *, n_boot: int = 1000, ci: float = 0.95, seed: in
     p = np.asarray(y_prob, dtype=np.float64)
     if p.ndim != 2:
         raise ValueError(f"`y_prob` must be (n, num_classes). Received shape: {p.shape}")
-    y = _as_1d(y_true, "y_true").astype(np.int64)
+    y = as_1d(y_true, "y_true").astype(np.int64)
     _same_length(y, p, "y_true", "y_prob")
     if not np.isfinite(p).all():
         raise ValueError("`y_prob` contains NaN or infinite values")
@@ -448,12 +452,10 @@ def ovr_auc_ci(y_true, y_prob, *, n_boot: int = 1000, ci: float = 0.95, seed: in
     boot = np.zeros((n_boot, len(present)))
     rng = np.random.default_rng(seed)
     counts = _stratified_counts(y, n_boot, rng) if present else None
-    ones = np.ones((1, y.size))
     for j, c in enumerate(present):
         pos_m, neg_m = y == c, y != c
-        pos, neg = p[pos_m, c], p[neg_m, c]
-        per_class[c] = float(_weighted_auc(pos, neg, ones[:, pos_m], ones[:, neg_m])[0])
-        boot[:, j] = _weighted_auc(pos, neg, counts[:, pos_m], counts[:, neg_m])
+        per_class[c] = _sk_auc(pos_m.astype(np.int64), p[:, c])
+        boot[:, j] = _weighted_auc(p[pos_m, c], p[neg_m, c], counts[:, pos_m], counts[:, neg_m])
     value = _nanmean([per_class[c] for c in present]) if present else float("nan")
     lo, hi = _percentile_ci(boot.mean(axis=1), ci) if present else (float("nan"), float("nan"))
     return {"value": value, "ci_low": lo, "ci_high": hi, "per_class": per_class, "n_boot": int(n_boot), "ci": ci}
@@ -473,8 +475,8 @@ def calibration_bins(correct, confidence, n_bins: int = 15) -> dict:
     """
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be >= 1. Received: {n_bins}")
-    c = _as_1d(correct, "correct").astype(np.float64)
-    conf = _scores(confidence, "confidence")
+    c = as_1d(correct, "correct").astype(np.float64)
+    conf = as_scores(confidence, "confidence")
     _same_length(c, conf, "correct", "confidence")
     if conf.size and (conf.min() < 0 or conf.max() > 1):
         raise ValueError(f"confidence must be in [0, 1]. Received range: [{conf.min()}, {conf.max()}]")
@@ -523,7 +525,8 @@ def ordinal_class_probs(cum_probs) -> np.ndarray:
 
 
 def ordinal_predict(cum_probs, threshold: float = 0.5) -> np.ndarray:
-    """Predicted grade = number of cumulative outputs ``P(y > k) >= threshold``."""
+    """Predicted grade = number of cumulative outputs ``P(y > k) >= threshold`` (tie rule: an output
+    exactly equal to the threshold counts as passed)."""
     c = np.asarray(cum_probs, dtype=np.float64)
     return (c >= threshold).sum(axis=1).astype(np.int64)
 
@@ -538,15 +541,21 @@ def binary_metrics(
     """All binary metrics: AUC (+CI), average precision, thresholded metrics (+Wilson CIs), confusion
     matrix ``[[tn, fp], [fn, tp]]``, Brier score and ECE.
     """
-    y = _binary_labels(y_true)
-    p = _scores(y_prob, "y_prob")
+    y = binary_labels(y_true)
+    p = as_scores(y_prob, "y_prob")
     _same_length(y, p, "y_true", "y_prob")
     out = {"n": int(y.size), "positives": int(y.sum()), "auc": roc_auc_ci(y, p, n_boot=n_boot, ci=ci, seed=seed)}
     out["average_precision"] = average_precision(y, p)
     out.update(threshold_metrics(y, p, threshold, ci=ci))
     out["confusion_matrix"] = [[out["tn"], out["fp"]], [out["fn"], out["tp"]]]
-    out["brier"] = float(np.mean((p - y) ** 2)) if y.size else float("nan")
-    out["ece"] = expected_calibration_error(y, p, n_bins)
+    ece = expected_calibration_error(y, p, n_bins)  # first: it names probabilities outside [0, 1]
+    if y.size:
+        from sklearn.metrics import brier_score_loss
+
+        out["brier"] = float(brier_score_loss(y, p, pos_label=1))
+    else:
+        out["brier"] = float("nan")
+    out["ece"] = ece
     return out
 
 
@@ -560,12 +569,12 @@ def multiclass_metrics(
     macro sensitivity/specificity/PPV/NPV/F1, quadratic-weighted kappa, top-label ECE.
     """
     p = np.asarray(y_prob, dtype=np.float64)
-    y = _as_1d(y_true, "y_true").astype(np.int64)
+    y = as_1d(y_true, "y_true").astype(np.int64)
     if p.ndim != 2:
         raise ValueError(f"`y_prob` must be (n, num_classes). Received shape: {p.shape}")
     _same_length(y, p, "y_true", "y_prob")
     k = p.shape[1]
-    pred = np.argmax(p, axis=1) if y_pred is None else _as_1d(y_pred, "y_pred").astype(np.int64)
+    pred = np.argmax(p, axis=1) if y_pred is None else as_1d(y_pred, "y_pred").astype(np.int64)
     cm = confusion_matrix(y, pred, k)
     per = per_class_metrics(cm)
     correct = int(np.trace(cm))
@@ -592,7 +601,7 @@ def multilabel_metrics(
     Args:
         y_true: (n, L) 0/1.
         y_prob: (n, L) probabilities.
-        thresholds: one float or one per label.
+        thresholds: one float or one per label; ``prob >= threshold`` → positive (ties positive).
     """
     y = np.asarray(y_true)
     p = np.asarray(y_prob, dtype=np.float64)
@@ -620,7 +629,7 @@ def ordinal_metrics(
     AUC of each cumulative split ``y > k``, top-label ECE.
     """
     c = np.asarray(cum_probs, dtype=np.float64)
-    y = _as_1d(y_true, "y_true").astype(np.int64)
+    y = as_1d(y_true, "y_true").astype(np.int64)
     probs = ordinal_class_probs(c)
     pred = ordinal_predict(c)
     out = multiclass_metrics(y, probs, n_boot=n_boot, ci=ci, seed=seed, n_bins=n_bins, y_pred=pred)

@@ -10,7 +10,6 @@ import importlib
 
 _EXPORTS = {
     "export_saved_model": "medtf.export.saved_model",
-    "preprocess_graph": "medtf.export.saved_model",
     "convert": "medtf.export.litert",
     "export_tflite": "medtf.export.litert",
     "float32_model": "medtf.export.litert",

@@ -1,12 +1,13 @@
 """Edge runtime: run an exported ``.tflite`` on DICOM/PNG/NumPy inputs **without TensorFlow or Keras**.
 
-Dependencies: NumPy, ``ai_edge_litert`` (or ``tflite_runtime`` where only that exists), pydicom for
-DICOM, and OpenCV or Pillow for PNG/JPEG when installed (a minimal built-in PNG decoder otherwise).
+Dependencies: NumPy, ``ai_edge_litert`` (or ``tflite_runtime`` where only that exists), and what
+``medtf.io`` needs for the input format (pydicom for DICOM, nibabel for NIfTI, OpenCV for PNG/JPEG/TIFF).
 
-The model's preprocessing (``medtf.data.spec.Preprocessing``, stored in the metadata) is applied in
-NumPy: intensity → channels → size, with a bilinear resize that reproduces
-``tf.image.resize(..., "bilinear")`` (half-pixel centres, no antialiasing) and a centre
-crop-or-pad that reproduces ``tf.image.resize_with_crop_or_pad``.
+The model's preprocessing chain (``medtf.preprocess.Chain``: the records' conversion stage, then the
+training stage, stored in the metadata) is applied from RAW input with the NumPy reference of
+``medtf.preprocess`` — the same code the converter ran — so a DICOM file, a DICOM series folder or a
+NIfTI volume gets exactly the numbers its records got. Segmentation masks are put back on the source
+grid. Decisions follow ``medtf.interpret`` (tie rule ``p >= threshold``).
 
 Example::
 
@@ -19,15 +20,17 @@ from __future__ import annotations
 
 import importlib
 import pathlib
-import struct
 import time
-import zlib
 from typing import Any, Iterable
 
 import numpy as np
 
-from medtf.data.spec import Preprocessing, apply_intensity_numpy, crop_or_pad_numpy, resize_numpy
 from medtf.export.metadata import load_metadata
+from medtf.interpret import interpret as interpret_output
+from medtf.interpret import segmentation_labels
+from medtf.preprocess import Chain, Preprocessing, apply_chain, chain_map, crop_or_pad as _crop_or_pad
+from medtf.preprocess import resize as _resize
+from medtf.preprocess import to_source_grid
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,110 +70,9 @@ def load_interpreter_class(prefer: str | None = None):
 # ----------------------------------------------------------------------------------------------
 # reading inputs
 # ----------------------------------------------------------------------------------------------
-def _is_dicom(path: pathlib.Path) -> bool:
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
-def read_dicom(path) -> np.ndarray:
-    """Modality values of a DICOM file as float32, channels last: (H, W, 1|3) or (F, H, W, 1|3).
-
-    Uses the same decoder as the converter (``medtf.io.dicom.decode_pixels``: NumPy + pydicom only), so
-    inference sees exactly the values training saw: MONOCHROME1 inverted over the stored range
-    (2^BitsStored − 1 − v) before the Modality LUT (HU for CT), colour converted to RGB.
-
-    Raises:
-        ValueError: the file has no pixel data or cannot be decoded (message names the path).
-    """
-    import pydicom
-
-    from medtf.io.dicom import decode_pixels
-    from medtf.io.types import ReadError, ReadOptions
-
-    path = pathlib.Path(path)
-    try:
-        ds = pydicom.dcmread(str(path))
-        x, _ = decode_pixels(path, ds, ReadOptions())
-    except ReadError as exc:
-        raise ValueError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types
-        raise ValueError(f"{path}: cannot read DICOM ({type(exc).__name__})") from None
-    return np.asarray(x, dtype=np.float32)
-
-
-def _png_decode(data: bytes, path) -> np.ndarray:
-    """Minimal PNG decoder (non-interlaced, 8/16-bit gray, gray+alpha, RGB, RGBA)."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"{path}: not a PNG file")
-    pos, idat, header = 8, [], None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        ctype = data[pos + 4:pos + 8]
-        chunk = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if ctype == b"IHDR":
-            header = struct.unpack(">IIBBBBB", chunk)
-        elif ctype == b"IDAT":
-            idat.append(chunk)
-        elif ctype == b"IEND":
-            break
-    if header is None:
-        raise ValueError(f"{path}: PNG without IHDR")
-    width, height, depth, color, _, _, interlace = header
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color)
-    if channels is None or depth not in (8, 16) or interlace:
-        raise ValueError(
-            f"{path}: unsupported PNG (color type {color}, bit depth {depth}, interlace {interlace}); "
-            "install opencv-python-headless or Pillow to read it"
-        )
-    bpp = channels * depth // 8
-    stride = width * bpp
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8).reshape(height, stride + 1)
-    out = np.zeros((height, stride), dtype=np.int32)
-    prev = np.zeros(stride, dtype=np.int32)
-    for r in range(height):
-        ftype, line = raw[r, 0], raw[r, 1:].astype(np.int32)
-        if ftype == 0:
-            cur = line
-        elif ftype == 2:
-            cur = (line + prev) & 0xFF
-        else:
-            cur = np.zeros(stride, dtype=np.int32)
-            for i in range(stride):
-                a = cur[i - bpp] if i >= bpp else 0
-                b = prev[i]
-                if ftype == 1:
-                    pred = a
-                elif ftype == 3:
-                    pred = (a + b) // 2
-                else:  # Paeth
-                    c = prev[i - bpp] if i >= bpp else 0
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    pred = a if (pa <= pb and pa <= pc) else (b if pb <= pc else c)
-                cur[i] = (line[i] + pred) & 0xFF
-        out[r] = cur
-        prev = cur
-    buf = out.astype(np.uint8)
-    if depth == 16:
-        img = buf.reshape(height, width * channels, 2)
-        img = (img[..., 0].astype(np.uint16) << 8) | img[..., 1]
-    else:
-        img = buf
-    return img.reshape(height, width, channels)
-
-
 def read_image(path) -> np.ndarray:
-    """Read one input as float32 channels-last modality values.
-
-    DICOM (``.dcm`` or the ``DICM`` magic), PNG/JPEG/TIFF (OpenCV or Pillow; a built-in PNG decoder
-    otherwise), ``.npy`` (already channels last or 2D gray). Alpha channels are dropped.
+    """Raw values of one input file as float32 channels last, read exactly as ``tfrecord-convert`` reads it
+    (``medtf.io``: DICOM with MONOCHROME1 and the Modality LUT, NIfTI, PNG/JPEG/TIFF); ``.npy`` as stored.
 
     Raises:
         FileNotFoundError: missing file.
@@ -179,39 +81,8 @@ def read_image(path) -> np.ndarray:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        x = np.load(path, allow_pickle=False).astype(np.float32)
-        return x[..., None] if x.ndim == 2 else x
-    if _is_dicom(path):
-        return read_dicom(path)
-    if suffix not in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        raise ValueError(f"{path}: unsupported input type {suffix!r} (expected .dcm, .png, .jpg, .tif or .npy)")
-    img = None
-    try:
-        import cv2
-
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is not None and img.ndim == 3:
-            img = img[..., 2::-1] if img.shape[-1] >= 3 else img  # BGR(A) → RGB, drop alpha
-    except ImportError:
-        try:
-            from PIL import Image as _PIL
-
-            with _PIL.open(path) as im:
-                img = np.asarray(im)
-        except ImportError:
-            if suffix != ".png":
-                raise ValueError(f"{path}: reading {suffix} needs opencv-python-headless or Pillow") from None
-            img = _png_decode(path.read_bytes(), path)
-    if img is None:
-        raise ValueError(f"{path}: cannot decode image")
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[-1] in (2, 4):  # drop alpha
-        img = img[..., :-1]
-    return img.astype(np.float32)
+    (_, array, _, _), *_ = _images_of(path, 3 if path.suffix.lower() in (".nii", ".gz") else 2, False)
+    return np.asarray(array, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,33 +90,28 @@ def read_image(path) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 def resize_bilinear(image: np.ndarray, size) -> np.ndarray:
     """Resize channels-last (H, W, C) or (D, H, W, C) to ``size`` like ``tf.image.resize`` bilinear
-    (half-pixel centres, no antialiasing, float32): ``medtf.data.spec.resize_numpy``."""
-    return resize_numpy(np.asarray(image, dtype=np.float32), size)  # raises ValueError on a size/rank mismatch
+    (half-pixel centres, no antialiasing, float32): ``medtf.preprocess.resize``."""
+    return _resize(np.asarray(image, dtype=np.float32), size)
 
 
 def crop_or_pad(image: np.ndarray, size) -> np.ndarray:
     """Centre crop / zero pad channels-last ``image`` to ``size`` (``tf.image.resize_with_crop_or_pad``)."""
-    return crop_or_pad_numpy(np.asarray(image, dtype=np.float32), size)
+    return _crop_or_pad(np.asarray(image, dtype=np.float32), size)
 
 
-def preprocess(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """Apply ``spec`` (intensity → channels → size) to one channels-last image; float32 out.
+def preprocess(image: np.ndarray, spec: Preprocessing | Chain, spacing=None) -> np.ndarray:
+    """Apply a stage or a whole chain to one channels-last raw image (``medtf.preprocess.apply_chain``)."""
+    return apply_chain(image, spec, spacing)
 
-    Uses ``medtf.data.spec.apply_numpy`` (the project's NumPy reference) when it exists, else the
-    equivalent steps below.
-    """
-    from medtf.data import spec as _spec
 
-    reference = getattr(_spec, "apply_numpy", None)
-    if reference is not None:
-        return np.asarray(reference(image, spec), dtype=np.float32)
-    x = apply_intensity_numpy(image, spec)
-    if spec.size is not None:
-        if spec.resize == "resize":
-            x = resize_bilinear(x, spec.size)
-        else:
-            x = crop_or_pad(x, spec.size)
-    return x.astype(np.float32)
+def chain_from_metadata(metadata: dict) -> tuple[Chain, str | None]:
+    """(chain, missing): the artifact's preprocessing chain, and for artifacts written before the conversion
+    stage was stored, what is missing (else None)."""
+    pre = Preprocessing.from_dict(metadata.get("preprocessing") or {})
+    if "conversion" not in metadata and "preprocessing" in metadata:
+        return Chain.of(pre), "the conversion stage (tfrecord-convert --window/--spacing/--size)"
+    conv = metadata.get("conversion")
+    return Chain.of(None if conv is None else Preprocessing.from_dict(conv, where="conversion"), pre), None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,8 +149,13 @@ class EdgeModel:
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
-        pre = self.metadata.get("preprocessing")
-        self.preprocessing = Preprocessing.from_dict(pre) if pre else Preprocessing()
+        self.chain, missing = chain_from_metadata(self.metadata)
+        if missing:
+            import warnings
+
+            warnings.warn(f"{self.path.name}: its metadata has no conversion spec (exported before medtf stored "
+                          f"it): raw inputs do not get {missing}", UserWarning, stacklevel=2)
+        self.preprocessing = self.chain.steps[-1] if self.chain.steps else Preprocessing()
         self.task = self.metadata.get("task", "multiclass")
         self.class_names = list(self.metadata.get("class_names") or [])
         self.threshold = self.metadata.get("threshold")
@@ -326,47 +197,58 @@ class EdgeModel:
             outs.append(np.asarray(y, dtype=np.float32)[0])
         return np.stack(outs)
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """Raw channels-last image → model input (float32, ``input_shape``)."""
-        x = preprocess(image, self.preprocessing)
+    def preprocess(self, image: np.ndarray, spacing=None) -> np.ndarray:
+        """Raw channels-last image (and its spacing, needed when the chain resamples) → model input."""
+        x = preprocess(image, self.chain, spacing)
         if x.shape != self.input_shape:
             raise ValueError(
-                f"{self.path.name}: preprocessing produced shape {x.shape} but the model expects "
-                f"{self.input_shape}; the stored preprocessing (size/channels) does not fit this input"
+                f"{self.path.name}: preprocessing ({self.chain.describe()}) produced shape {x.shape} but the "
+                f"model expects {self.input_shape}; the stored preprocessing does not fit this input"
             )
         return x
 
     def interpret(self, output: np.ndarray) -> dict[str, Any]:
-        """One output → {"probabilities", "prediction", "label"} (or {"mask", "probabilities"})."""
+        """One output → the ``medtf.interpret`` dict (classification), {"mask", "probabilities"}
+        (segmentation, model grid) or {"image"} (restoration)."""
         out = np.asarray(output, dtype=np.float32)
-        task = self.task
-        if task == "segmentation":
-            mask = (out[..., 0] > 0.5).astype(np.uint8) if out.shape[-1] == 1 else np.argmax(out, -1).astype(np.uint8)
-            return {"mask": mask, "probabilities": out}
-        if task == "restoration":
+        if self.task == "segmentation":
+            return {"mask": segmentation_labels(out), "probabilities": out}
+        if self.task == "restoration":
             return {"image": out}
-        res: dict[str, Any] = {"probabilities": [float(v) for v in out.reshape(-1)]}
-        if task == "binary":
-            thr = 0.5 if self.threshold is None else float(self.threshold)
-            pred = int(out.reshape(-1)[0] >= thr)
-            res["threshold"] = thr
-        elif task == "multilabel":
-            pred = [i for i, v in enumerate(out.reshape(-1)) if v >= 0.5]
-        elif task == "ordinal":
-            pred = int(np.sum(out.reshape(-1) >= 0.5))
-        else:
-            pred = int(np.argmax(out))
-        res["prediction"] = pred
-        if self.class_names:
-            if isinstance(pred, list):
-                res["label"] = [self.class_names[i] for i in pred if i < len(self.class_names)]
-            elif pred < len(self.class_names):
-                res["label"] = self.class_names[pred]
+        return interpret_output(out, self.task, class_names=self.class_names, threshold=self.threshold)
+
+    def predict_image(self, image: np.ndarray, spacing=None) -> dict[str, Any]:
+        """Raw image → interpreted prediction; a segmentation mask comes back on the input's grid."""
+        res = self.interpret(self.run(self.preprocess(image, spacing)[None])[0])
+        if "mask" in res:
+            amap = chain_map(self.chain, np.asarray(image).shape[:-1], spacing)
+            res["mask"] = to_source_grid(res["mask"], amap)
         return res
 
-    def predict_image(self, image: np.ndarray) -> dict[str, Any]:
-        """Raw image → interpreted prediction."""
-        return self.interpret(self.run(self.preprocess(image)[None])[0])
+
+def _images_of(path: pathlib.Path, spatial_dims: int, voi: bool):
+    """[(suffix, array, spacing, image)] of one input (file or folder); raises ValueError/OSError."""
+    if path.suffix.lower() == ".npy" and path.is_file():
+        x = np.load(path, allow_pickle=False).astype(np.float32)
+        return [("", x[..., None] if x.ndim == spatial_dims else x, None, None)]
+    from medtf.io.inputs import iter_inputs
+
+    rejected: list = []
+    items = list(iter_inputs([str(path)], spatial_dims=spatial_dims, voi=voi, rejected=rejected))
+    if not items:
+        reason = rejected[0][1] if rejected else "no readable image"
+        raise ValueError(f"{path}: {reason}")
+    out = []
+    many = len(items) > 1
+    for unit, image in items:
+        tag = f"#{unit.key}" if many and path.is_dir() else ""
+        tag += f"#{image.index}" if image.index else ""
+        a = np.asarray(image.array)
+        if a.ndim - 1 == spatial_dims + 1 and spatial_dims == 2:  # a volume for a 2D model: slice by slice
+            out += [(f"{tag}#slice{k}", a[k], tuple(image.spacing)[1:], image) for k in range(a.shape[0])]
+        else:
+            out.append((tag, a, tuple(image.spacing), image))
+    return out
 
 
 def predict_files(tflite_path, inputs: Iterable, *, metadata: dict | None = None, threads: int = 2,
@@ -386,16 +268,27 @@ def predict_files(tflite_path, inputs: Iterable, *, metadata: dict | None = None
         could not be read (the others are still predicted).
     """
     model = EdgeModel(tflite_path, metadata, threads=threads, runtime=runtime)
+    sd = int(model.metadata.get("spatial_dims") or (len(model.input_shape) - 1))
     results = []
     for path in inputs:
+        path = pathlib.Path(path)
         try:
-            image = read_image(path)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no such input file or folder")
+            images = _images_of(path, sd, model.chain.voi)
         except (OSError, ValueError) as exc:
             results.append({"input": str(path), "error": str(exc)})
             continue
-        res = model.predict_image(image)
-        res["input"] = str(path)
-        results.append(res)
+        for tag, array, spacing, image in images:
+            try:
+                res = model.predict_image(array.astype(np.float32) if array.dtype.kind != "f" else array, spacing)
+            except ValueError as exc:
+                results.append({"input": f"{path}{tag}", "error": str(exc)})
+                continue
+            res["input"] = f"{path}{tag}"
+            if image is not None and "mask" in res:
+                res["geometry"] = {"spacing": list(image.spacing), "origin": image.origin, "direction": image.direction}
+            results.append(res)
     return results
 
 

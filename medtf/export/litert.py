@@ -247,7 +247,7 @@ def tensor_specs(tflite_bytes: bytes) -> tuple[dict, dict]:
 
 def op_versions(tflite_bytes: bytes) -> dict[str, int]:
     """{builtin op name: highest version} used by a flatbuffer (for runtime compatibility checks)."""
-    schema = _meta._schema_module()
+    schema = _meta.schema_module()
     model = schema.Model.GetRootAs(bytearray(tflite_bytes), 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     out: dict[str, int] = {}
@@ -265,6 +265,7 @@ def export_tflite(
     format: str,
     *,
     preprocessing: dict | None = None,
+    conversion: dict | None = None,
     task: str = "multiclass",
     class_names=(),
     threshold: float | None = None,
@@ -283,7 +284,8 @@ def export_tflite(
         model: the Keras model (used for conversion and its input spec).
         path: output ``.tflite`` path.
         format: one of :data:`FORMATS`.
-        preprocessing: ``Preprocessing.to_dict()`` the edge runtime applies.
+        preprocessing: the training stage (``Preprocessing.to_dict()``) the edge runtime applies.
+        conversion: the conversion stage (``RunInfo.conversion``) applied before it on raw input.
         task, class_names, threshold: from the run's model.json.
         calibration, io_dtype, target: see :func:`convert`.
         source_run, source_sha256, name: provenance.
@@ -306,7 +308,7 @@ def export_tflite(
     quant.update(quantization or {})
     spatial = len(in_spec["shape"]) - 2
     doc = _meta.build_metadata(
-        format=format, task=task, class_names=class_names, preprocessing=preprocessing,
+        format=format, task=task, class_names=class_names, preprocessing=preprocessing, conversion=conversion,
         input_spec=in_spec, output_spec=out_spec, spatial_dims=spatial, threshold=threshold,
         source_run=source_run, source_sha256=source_sha256, quantization=quant, target=target, name=name,
     )

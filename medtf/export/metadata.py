@@ -50,6 +50,7 @@ def build_metadata(
     class_names,
     preprocessing: dict | None,
     input_spec: dict,
+    conversion: dict | None = None,
     output_spec: dict,
     spatial_dims: int | None = None,
     threshold: float | None = None,
@@ -66,7 +67,8 @@ def build_metadata(
         format: "tflite-fp32" | "tflite-fp16" | "tflite-dynamic" | "tflite-int8" | "savedmodel" ...
         task: binary | multiclass | multilabel | ordinal | segmentation | restoration.
         class_names: label names in output order (may be empty).
-        preprocessing: ``Preprocessing.to_dict()`` of the model (applied by the edge runtime).
+        preprocessing: ``Preprocessing.to_dict()`` of the training stage (applied by the edge runtime).
+        conversion: the conversion stage applied before it on raw input (None: identity).
         input_spec / output_spec: {"name", "shape", "dtype", "quantization": [scale, zero_point]|None}.
         spatial_dims: 2 or 3.
         threshold: binary operating point chosen on validation, or None.
@@ -90,6 +92,7 @@ def build_metadata(
         "class_names": [str(c) for c in (class_names or [])],
         "threshold": None if threshold is None else float(threshold),
         "spatial_dims": spatial_dims,
+        "conversion": conversion,
         "preprocessing": preprocessing,
         "input": input_spec,
         "output": output_spec,
@@ -103,7 +106,7 @@ def build_metadata(
     return doc
 
 
-def _schema_module():
+def schema_module():
     """The generated TFLite flatbuffer schema (``ModelT`` ...), without importing TensorFlow if possible."""
     for mod in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated",
                 "tensorflow.lite.python.schema_py_generated"):
@@ -130,7 +133,7 @@ def embed_metadata(tflite_bytes: bytes, doc: dict, name: str = METADATA_NAME) ->
 
     if len(tflite_bytes) < 8 or tflite_bytes[4:8] != _TFLITE_IDENTIFIER:
         raise ValueError(f"not a TFLite flatbuffer (file identifier {bytes(tflite_bytes[4:8])!r}, expected b'TFL3')")
-    schema = _schema_module()
+    schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
     payload = json.dumps(doc, sort_keys=True).encode("utf-8")
     buf = schema.BufferT()
@@ -154,7 +157,7 @@ def _str(v) -> str:
 def read_embedded_metadata(tflite, name: str = METADATA_NAME) -> dict | None:
     """The JSON document stored in a ``.tflite`` (path or bytes) under ``name``, or None."""
     data = tflite if isinstance(tflite, (bytes, bytearray)) else pathlib.Path(tflite).read_bytes()
-    schema = _schema_module()
+    schema = schema_module()
     model = schema.Model.GetRootAs(bytearray(data), 0)
     for i in range(model.MetadataLength()):
         meta = model.Metadata(i)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from medtf.interpret import decide, positive, segmentation_labels
+
 #: Largest accepted metric drop (Keras − export) per format.
 DEFAULT_GATES = {
     "tflite-fp32": 0.001,
@@ -95,20 +97,20 @@ def metric(task: str, y, probs: np.ndarray, threshold: float | None = None) -> d
     t = _labels(task, y, n_out)
     from sklearn.metrics import roc_auc_score
 
+    pred = decide(task, p, threshold)
     if task == "binary":
-        thr = 0.5 if threshold is None else float(threshold)
         auc = roc_auc_score(t, p[:, 0]) if 0 < t.sum() < len(t) else float("nan")
-        acc = float(np.mean((p[:, 0] >= thr).astype(int) == t))
+        acc = float(np.mean(pred == t))
     elif task == "multiclass":
         onehot = np.eye(n_out, dtype=int)[t]
         auc = _macro_auc(onehot, p)
-        acc = float(np.mean(np.argmax(p, 1) == t))
+        acc = float(np.mean(pred == t))
     elif task == "multilabel":
         auc = _macro_auc(t, p)
-        acc = float(np.mean((p >= 0.5).astype(int) == t))
+        acc = float(np.mean(pred == t))
     else:  # ordinal
         auc = _macro_auc(t, p)
-        acc = float(np.mean((p >= 0.5).sum(1) == t.sum(1)))
+        acc = float(np.mean(pred == t.sum(1)))
     return {"auc": float(auc), "accuracy": acc}
 
 
@@ -116,12 +118,8 @@ def dice(y, probs) -> float:
     """Macro Dice over foreground classes, pooled over the whole set (empty classes skipped)."""
     probs = np.asarray(probs)
     y = np.asarray(y)
-    if probs.shape[-1] == 1:
-        pred = (probs[..., 0] > 0.5).astype(int)
-        classes = [1]
-    else:
-        pred = np.argmax(probs, -1)
-        classes = range(1, probs.shape[-1])
+    pred = segmentation_labels(probs).astype(int)
+    classes = [1] if probs.shape[-1] == 1 else range(1, probs.shape[-1])
     if y.ndim == probs.ndim and y.shape[-1] == probs.shape[-1] and probs.shape[-1] > 1:
         y = np.argmax(y, -1)
     elif y.ndim == probs.ndim:
@@ -137,13 +135,16 @@ def dice(y, probs) -> float:
 
 
 def agreement(task: str, ref: np.ndarray, out: np.ndarray, threshold: float | None = None) -> float:
-    """Fraction of identical decisions (top-1 / thresholded / per-voxel)."""
+    """Fraction of identical decisions (``medtf.interpret``: top-1 / at the threshold / per voxel)."""
     ref = np.asarray(ref)
     out = np.asarray(out)
-    if ref.shape[-1] == 1 or task in ("binary", "multilabel", "ordinal"):
-        thr = 0.5 if threshold is None or task != "binary" else float(threshold)
-        return float(np.mean((ref >= thr) == (out >= thr)))
-    return float(np.mean(np.argmax(ref, -1) == np.argmax(out, -1)))
+    if task == "segmentation":
+        return float(np.mean(segmentation_labels(ref) == segmentation_labels(out)))
+    if task == "binary":
+        return float(np.mean(decide(task, ref, threshold) == decide(task, out, threshold)))
+    if task in ("multilabel", "ordinal"):
+        return float(np.mean(positive(ref) == positive(out)))
+    return float(np.mean(decide(task, ref) == decide(task, out)))
 
 
 def keras_predict(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:

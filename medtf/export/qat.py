@@ -105,7 +105,7 @@ def _fine_tune(model, out_path, *, qat: bool, prune: float | None, x_train, y_tr
         meta = dict(metadata or {})
         litert.export_tflite(model, out_path, fmt, tflite_bytes=data, quantization=quant,
                              **{k: v for k, v in meta.items() if k in (
-                                 "preprocessing", "task", "class_names", "threshold", "source_run",
+                                 "preprocessing", "conversion", "task", "class_names", "threshold", "source_run",
                                  "source_sha256", "name", "target")})
         summary["path"] = str(out_path)
         summary["format"] = fmt

@@ -3,9 +3,10 @@
 ``<out>/<name>/<version>/`` holds a SavedModel with two signatures:
 
 * ``serving_default``: ``image`` = raw pixels / modality values (float32, batch × H × W × C of any
-  H, W — or D × H × W × C for 3D — with C = the raw channel count) → window / normalisation /
-  channels / resize (the model's :class:`~medtf.data.spec.Preprocessing`) → model →
-  ``predictions`` (float32);
+  H, W — or D × H × W × C for 3D — with C = the raw channel count), plus ``spacing`` (float32,
+  batch × spatial dims, mm) when the chain resamples → the model's whole preprocessing chain
+  (:class:`~medtf.preprocess.Chain`: conversion stage, then training stage, with
+  ``medtf.preprocess.tf_ops``) → model → ``predictions`` (float32);
 * ``predict_preprocessed``: ``x`` = already preprocessed input of the model's shape → ``predictions``;
 
 plus ``assets.extra/tf_serving_warmup_requests`` (a TFRecord of ``PredictionLog`` protos from
@@ -21,94 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from medtf.data.spec import Preprocessing
+from medtf.preprocess import Chain, Preprocessing
 
 
-# ----------------------------------------------------------------------------------------------
-# graph preprocessing (batch-aware twin of medtf.export.edge.preprocess / apply_intensity_numpy)
-# ----------------------------------------------------------------------------------------------
-def _window_tf(x, width: float, level: float):
-    import tensorflow as tf
-
-    c, w = level - 0.5, width - 1.0
-    if w <= 0:
-        return tf.cast(x > c, tf.float32)
-    return tf.clip_by_value((x - c) / w + 0.5, 0.0, 1.0)
-
-
-def preprocess_graph(x, spec: Preprocessing, spatial_dims: int):
-    """Apply ``spec`` to a batch ``x`` (N, *spatial, C) float32 with graph ops (intensity → channels → size).
-
-    Matches :func:`medtf.export.edge.preprocess` (NumPy) to float32 rounding; a test checks it.
-    """
-    import tensorflow as tf
-
-    x = tf.cast(x, tf.float32)
-    channels = x.shape[-1]
-    if spec.intensity == "window":
-        base = tf.reduce_mean(x, axis=-1) if (channels is None or channels > 1) else x[..., 0]
-        x = tf.stack([_window_tf(base, w, l) for w, l in spec.windows], axis=-1)
-    elif spec.intensity == "zscore":
-        axes = list(range(1, spatial_dims + 2))
-        mean = spec.mean if spec.mean is not None else tf.reduce_mean(x, axis=axes, keepdims=True)
-        std = spec.std if spec.std is not None else tf.math.reduce_std(x, axis=axes, keepdims=True)
-        x = (x - mean) / tf.maximum(std, 1e-6)
-    elif spec.intensity == "range":
-        lo, hi = spec.value_range
-        x = (tf.clip_by_value(x, lo, hi) - lo) / max(hi - lo, 1e-6)
-    elif spec.intensity == "scale":
-        x = x / float(spec.scale)
-    if spec.channels is not None:
-        have = x.shape[-1]
-        if have is None:
-            raise ValueError("the raw channel count must be known to map channels")
-        if have != spec.channels:
-            if have == 1:
-                x = tf.repeat(x, spec.channels, axis=-1)
-            elif spec.channels == 1:
-                x = tf.reduce_mean(x, axis=-1, keepdims=True)
-            else:
-                raise ValueError(f"cannot map {have} channels to {spec.channels}")
-    if spec.size is not None:
-        size = list(spec.size)
-        if spec.resize == "resize":
-            x = _resize_graph(x, size)
-        else:
-            x = _crop_or_pad_graph(x, size)
-    return x
-
-
-def _resize_graph(x, size):
-    import tensorflow as tf
-
-    if len(size) == 2:
-        return tf.image.resize(x, size, method="bilinear")
-    # 3D: (N, D, H, W, C) — resize H, W per slice, then D (separable = trilinear)
-    shape = tf.shape(x)
-    n, d, c = shape[0], shape[1], shape[4]
-    flat = tf.reshape(x, tf.stack([n * d, shape[2], shape[3], c]))
-    flat = tf.image.resize(flat, size[1:], method="bilinear")
-    x = tf.reshape(flat, tf.stack([n, d, size[1] * size[2], c]))
-    x = tf.image.resize(x, [size[0], size[1] * size[2]], method="bilinear")
-    return tf.reshape(x, tf.stack([n, size[0], size[1], size[2], c]))
-
-
-def _crop_or_pad_graph(x, size):
-    import tensorflow as tf
-
-    if len(size) == 2:
-        return tf.image.resize_with_crop_or_pad(x, size[0], size[1])
-    shape = tf.shape(x)
-    for axis, out in enumerate(size, start=1):
-        n = shape[axis]
-        crop_start = tf.maximum(n - out, 0) // 2
-        x = tf.gather(x, tf.range(crop_start, crop_start + tf.minimum(n, out)), axis=axis)
-        before = tf.maximum(out - n, 0) // 2
-        after = tf.maximum(out - n, 0) - before
-        pads = [tf.zeros([2], tf.int32)] * 5
-        pads[axis] = tf.stack([before, after])
-        x = tf.pad(x, tf.stack(pads))
-    return tf.ensure_shape(x, [None, *size, x.shape[-1]])
+def as_chain(preprocessing) -> Chain:
+    """A ``Chain``, ``Preprocessing``, a stage dict or a list of stage dicts (or None) → ``Chain``."""
+    if isinstance(preprocessing, Chain):
+        return preprocessing
+    if isinstance(preprocessing, Preprocessing):
+        return Chain.of(preprocessing)
+    if isinstance(preprocessing, (list, tuple)):
+        return Chain.from_list(preprocessing)
+    return Chain.of(Preprocessing.from_dict(preprocessing or {}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,7 +51,7 @@ def export_saved_model(
     model,
     out_dir,
     *,
-    preprocessing: Preprocessing | dict | None,
+    preprocessing: Chain | Preprocessing | dict | list | None,
     name: str = "model",
     version: int = 1,
     raw_channels: int | None = None,
@@ -139,7 +64,8 @@ def export_saved_model(
     Args:
         model: the Keras model (rebuilt in float32 first if it uses mixed precision).
         out_dir: the model base folder (``models.config`` goes here).
-        preprocessing: the model's ``Preprocessing`` (or its dict); None = identity.
+        preprocessing: the model's chain (``Chain``; a single ``Preprocessing`` or dict is one stage);
+            None = identity.
         name: the served model name.
         version: the version folder (positive integer).
         raw_channels: channels of the raw input (1 for grayscale/CT, 3 for RGB); default: the model's
@@ -164,21 +90,30 @@ def export_saved_model(
         raise ValueError(f"name must be a plain folder name. Received: {name!r}")
     if int(version) < 1:
         raise ValueError(f"version must be a positive integer. Received: {version!r}")
-    spec = preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing or {})
+    from medtf.preprocess import tf_ops
+
+    chain = as_chain(preprocessing)
     model = float32_model(model)
     in_shape = tuple(model.inputs[0].shape[1:])
     spatial_dims = len(in_shape) - 1
+    maps_channels = any(s.channels is not None or s.intensity == "window" for s in chain.steps)
     if raw_channels is None:
-        raw_channels = in_shape[-1] if (spec.channels is None and spec.intensity != "window") else 1
+        raw_channels = in_shape[-1] if not maps_channels else 1
+    resizes = any(s.size is not None for s in chain.steps)
+    resamples = any(s.spacing is not None for s in chain.steps)
     if raw_shape is None:
-        raw_spatial = [None] * spatial_dims if spec.size is not None else list(in_shape[:-1])
+        raw_spatial = [None] * spatial_dims if resizes else list(in_shape[:-1])
     else:
         raw_spatial = list(raw_shape)
     raw_sig = tf.TensorSpec([None, *raw_spatial, raw_channels], tf.float32, name="image")
+    spacing_sig = tf.TensorSpec([None, spatial_dims], tf.float32, name="spacing")
     pre_sig = tf.TensorSpec([None, *in_shape], tf.float32, name="x")
     # check the preprocessing lands on the model input shape
     probe_spatial = [s or 16 for s in raw_spatial]
-    probe = preprocess_graph(tf.zeros([1, *probe_spatial, raw_channels]), spec, spatial_dims)
+    probe_in = [tf.zeros([1, *probe_spatial, raw_channels])]
+    if resamples:
+        probe_in.append(tf.ones([1, spatial_dims]))
+    probe = tf_ops.apply_chain(probe_in[0], chain, probe_in[1] if resamples else None, batched=True)
     if tuple(probe.shape[1:]) != tuple(in_shape):
         raise ValueError(
             f"preprocessing maps a raw input (…, {raw_channels} channels) to {tuple(probe.shape[1:])}, "
@@ -191,20 +126,28 @@ def export_saved_model(
     archive = keras.export.ExportArchive()
     archive.track(model)
 
-    def serve_raw(image):
-        x = preprocess_graph(image, spec, spatial_dims)
+    def serve_raw(image, spacing=None):
+        x = tf_ops.apply_chain(image, chain, spacing, batched=True)
         return {"predictions": tf.cast(_first_output(model(x, training=False)), tf.float32)}
 
     def serve_pre(x):
         return {"predictions": tf.cast(_first_output(model(x, training=False)), tf.float32)}
 
-    archive.add_endpoint("serving_default", serve_raw, input_signature=[raw_sig])
+    if resamples:
+        archive.add_endpoint("serving_default", serve_raw, input_signature=[raw_sig, spacing_sig])
+    else:
+        archive.add_endpoint("serving_default", lambda image: serve_raw(image), input_signature=[raw_sig])
     archive.add_endpoint("predict_preprocessed", serve_pre, input_signature=[pre_sig])
     archive.write_out(str(version_dir), verbose=False)
 
-    example_shape = [1, *[s or (spec.size[i] if spec.size else 64) for i, s in enumerate(raw_spatial)], raw_channels]
+    first_size = next((st.size for st in chain.steps if st.size is not None), None)
+    example_shape = [1, *[s or (first_size[i] if first_size and len(first_size) == spatial_dims else 64)
+                          for i, s in enumerate(raw_spatial)], raw_channels]
     if warmup:
-        write_warmup_requests(version_dir, name, {"image": np.zeros(example_shape, np.float32)})
+        warm = {"image": np.zeros(example_shape, np.float32)}
+        if resamples:
+            warm["spacing"] = np.ones([1, spatial_dims], np.float32)
+        write_warmup_requests(version_dir, name, warm)
     write_models_config(pathlib.Path(out_dir), [name])
     doc = {
         "schema": "medtf.export/v1",
@@ -213,12 +156,16 @@ def export_saved_model(
         "version": int(version),
         "signatures": {
             "serving_default": {"inputs": {"image": {"shape": raw_sig.shape.as_list(), "dtype": "float32",
-                                                      "meaning": "raw pixels / modality values"}},
+                                                      "meaning": "raw pixels / modality values"},
+                                            **({"spacing": {"shape": spacing_sig.shape.as_list(), "dtype": "float32",
+                                                            "meaning": "voxel spacing in mm, array axis order"}}
+                                               if resamples else {})},
                                 "outputs": {"predictions": {"dtype": "float32"}}},
             "predict_preprocessed": {"inputs": {"x": {"shape": pre_sig.shape.as_list(), "dtype": "float32"}},
                                      "outputs": {"predictions": {"dtype": "float32"}}},
         },
-        "preprocessing": spec.to_dict(),
+        "preprocessing": chain.steps[-1].to_dict() if chain.steps else Preprocessing().to_dict(),
+        "preprocessing_chain": chain.to_list(),
         "raw_channels": int(raw_channels),
     }
     doc.update(metadata or {})

@@ -20,6 +20,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from medtf.io.header import SEG_SOP_CLASS, float_vector, header_value, image_orientation, read_header, series_order
 from medtf.io.types import Image, ReadError
 
 POSITION_TOL_MM = 1e-2
@@ -129,21 +130,19 @@ def _assemble(seg_path, seg, shape_dhw, slice_of) -> np.ndarray:
 
 
 def _by_uid(seg_path, seg, source_paths: Sequence) -> np.ndarray:
-    from medtf.io.dicom import SEG_SOP_CLASS, _floats, _get, _orientation, _series_order, read_header
-
     pairs = []
     for p in source_paths:
         ds = read_header(p)
-        if str(_get(ds, "SOPClassUID", "")) != SEG_SOP_CLASS:
+        if str(header_value(ds, "SOPClassUID", "")) != SEG_SOP_CLASS:
             pairs.append((str(p), ds))
     if not pairs:
         raise ReadError(seg_path, "no source images given to align the segmentation to")
     if len(pairs) > 1:
-        pairs = _series_order(pairs)[0]
-    index = {str(_get(ds, "SOPInstanceUID", "")): k for k, (_, ds) in enumerate(pairs)}
-    positions = [_get(ds, "ImagePositionPatient") for _, ds in pairs]
-    positions = [(_floats(v, 3) if v is not None else None) for v in positions]
-    iop = _orientation(pairs[0][1])
+        pairs = series_order(pairs)[0]
+    index = {str(header_value(ds, "SOPInstanceUID", "")): k for k, (_, ds) in enumerate(pairs)}
+    positions = [header_value(ds, "ImagePositionPatient") for _, ds in pairs]
+    positions = [(float_vector(v, 3) if v is not None else None) for v in positions]
+    iop = image_orientation(pairs[0][1])
     normal = np.cross(iop[:3], iop[3:]) if iop is not None else None
     pos_arr = np.stack(positions) if all(p is not None for p in positions) and normal is not None else None
 
@@ -161,7 +160,7 @@ def _by_uid(seg_path, seg, source_paths: Sequence) -> np.ndarray:
                 return k
         raise ReadError(seg_path, f"segmentation frame {f} references none of the given source images")
 
-    rows, cols = int(_get(pairs[0][1], "Rows", 0)), int(_get(pairs[0][1], "Columns", 0))
+    rows, cols = int(header_value(pairs[0][1], "Rows", 0)), int(header_value(pairs[0][1], "Columns", 0))
     return _assemble(seg_path, seg, (len(pairs), rows, cols), slice_of)
 
 

@@ -136,7 +136,7 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
         raise ValueError(f"discover(mode=...): expected one of {MODES}, received {mode!r}")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    from medtf.io.dicom import SEG_SOP_CLASS, _get, _orientation, read_header
+    from medtf.io.header import SEG_SOP_CLASS, header_value, image_orientation, read_header
 
     units: list[SourceUnit] = []
     rejected: list[tuple[str, str]] = []
@@ -155,28 +155,28 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
         except ReadError as exc:
             rejected.append((str(path), exc.reason))
             continue
-        sop = str(_get(ds, "SOPClassUID", ""))
+        sop = str(header_value(ds, "SOPClassUID", ""))
         if sop == SEG_SOP_CLASS:
             refs = set()
-            for item in _get(ds, "ReferencedSeriesSequence", []) or []:
+            for item in header_value(ds, "ReferencedSeriesSequence", []) or []:
                 uid = str(item.get("SeriesInstanceUID", "") or "")
                 if uid:
                     refs.add(uid)
             segs.append((str(path), key, refs))
             continue
-        if _get(ds, "Rows") is None or _get(ds, "Columns") is None:
+        if header_value(ds, "Rows") is None or header_value(ds, "Columns") is None:
             rejected.append((str(path), "DICOM object without image pixel data (no Rows/Columns)"))
             continue
         try:
-            frames = int(_get(ds, "NumberOfFrames", 1) or 1)
-            uid = str(_get(ds, "SeriesInstanceUID", "") or "")
+            frames = int(header_value(ds, "NumberOfFrames", 1) or 1)
+            uid = str(header_value(ds, "SeriesInstanceUID", "") or "")
         except (TypeError, ValueError):  # malformed header: a unit of its own; read_unit explains
             units.append(SourceUnit(kind="dicom", paths=(str(path),), key=key))
             continue
         if mode == "slice" or frames > 1 or not uid:
             units.append(SourceUnit(kind="dicom", paths=(str(path),), key=key))
             continue
-        has_geo = _orientation(ds) is not None and _get(ds, "ImagePositionPatient") is not None
+        has_geo = image_orientation(ds) is not None and header_value(ds, "ImagePositionPatient") is not None
         series[uid].append((str(path), key, has_geo))
 
     series_units: dict[str, int] = {}

@@ -16,6 +16,7 @@ from medtf.models.registry import available, build, get_builder, register
 _LAZY = {
     "apply_head": "medtf.models.heads",
     "TASKS": "medtf.models.heads",
+    "set_batchnorm_momentum": "medtf.models._common",
     "efficientnet": "medtf.models._efficientnet",
     "EFFICIENTNET_VARIANTS": "medtf.models._efficientnet",
     "densenet3d_cbam": "medtf.models._densenet3d",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-_CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
+CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
 _UPSAMPLE = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
 
 

@@ -21,7 +21,7 @@ from typing import Sequence
 import keras
 
 from medtf.layers.attention_gate import AttentionGate
-from medtf.models._blocks import _CONV_T, apply_conv_bn_relu, apply_upsample, conv_layer
+from medtf.models._blocks import CONV_T, apply_conv_bn_relu, apply_upsample, conv_layer
 from medtf.models._common import check_divisible, check_input_shape
 from medtf.models.registry import register
 
@@ -69,7 +69,7 @@ def apply_unet_body(x, *, depth: int, base_filters: int, max_filters: int | None
     for i in reversed(range(depth)):
         coarse = x
         if upsampling == "transpose":
-            up = _CONV_T[n](width[i], 2, strides=2, padding="same", kernel_initializer="he_normal",
+            up = CONV_T[n](width[i], 2, strides=2, padding="same", kernel_initializer="he_normal",
                             name=f"dec{i}_upconv")(coarse)
         else:
             up = apply_upsample(coarse, 2, name=f"dec{i}_upsample")

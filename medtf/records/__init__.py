@@ -1,11 +1,13 @@
 """② TFRecord shards + manifest: the one versioned schema, encoder, writer, splits and the converter.
 
-Public API (lazy: importing ``medtf.records`` does not import TensorFlow; ``load`` and ``schema`` do):
+Public API (lazy: importing ``medtf.records`` does not import TensorFlow; ``load`` and
+``schema.parse_example`` do; writing records never needs it):
 
-* :func:`load` (``directory, split`` → ``tf.data.Dataset`` of dicts) and :func:`read_manifest`.
+* :func:`load` (``directory, split`` → ``tf.data.Dataset`` of dicts), :func:`read_manifest` (the one
+  manifest reader) and :func:`shard_paths` (the one shard lister).
 * :func:`convert` with :class:`ConvertConfig` (what ``tfrecord-convert`` runs), :func:`convert_unit`
   (the pure "one source → examples" function), :class:`ProcessOptions`.
-* :func:`encode_example` (TF-free encoder), :func:`assign_splits`, :func:`parse_split`.
+* :func:`encode_example` (the one record encoder, TF-free), :func:`assign_splits`, :func:`parse_split`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ _EXPORTS = {
     "process_image": "medtf.records.process",
     "encode_example": "medtf.records.encode",
     "frame_record": "medtf.records.encode",
-    "SCHEMA_VERSION": "medtf.records.encode",
-    "SCHEMA_NAME": "medtf.records.encode",
+    "SCHEMA_VERSION": "medtf.records.schema",
+    "SCHEMA_NAME": "medtf.records.schema",
     "assign_splits": "medtf.records.split",
     "parse_split": "medtf.records.split",
     "read_labels": "medtf.records.labels",

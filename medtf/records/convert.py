@@ -38,6 +38,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from medtf import __version__
+from medtf.io import Pseudonymizer, ReadError, ReadOptions, discover, iter_npz, read_unit
 from medtf.records import encode as _enc
 from medtf.records import writer as _w
 from medtf.records.labels import LabelTable, read_labels
@@ -150,27 +151,7 @@ class UnitTask:
 # --------------------------------------------------------------------------------- pure function
 
 
-_IO_MODULES = ("medtf.io", "medtf.io.sources", "medtf.io.discover", "medtf.io.types", "medtf.io.deid",
-               "medtf.io.arrays")
-
-
-def _io(name: str):
-    """``medtf.io.<name>`` (the io package's public API), wherever the io package defines it."""
-    import importlib
-
-    for mod in _IO_MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError:
-            continue
-        if hasattr(m, name):
-            return getattr(m, name)
-    raise ImportError(f"medtf.io provides no {name!r}")
-
-
 def _read_options(config: ConvertConfig):
-    ReadOptions = _io("ReadOptions")
-
     opts = dict(config.read_options)
     if config.mode == "slice":
         opts.setdefault("frames", "each")  # one example per frame of a multi-frame object
@@ -185,12 +166,8 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
         medtf.io.ReadError: the source cannot be read (reason has no PHI).
         ProcessError: the processing options do not fit the image.
     """
-    read_unit = _io("read_unit")
-
     options = config.process if image_dtype is None else dataclasses.replace(config.process, image_dtype=image_dtype)
     if unit.kind == "npz":  # stream the rows instead of materialising thousands of Images
-        iter_npz = _io("iter_npz")
-
         images = iter_npz(unit.paths[0], pseudonymizer=pseudonymizer, file_key=unit.key,
                           options=_read_options(config))
         single = False
@@ -201,7 +178,7 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
         single = len(images) == 1
     seen = set()
     for image in images:
-        img = process_image(image, options)
+        img = process_image(image, options, voi=bool(dict(config.read_options).get("apply_voi")))
         if single:
             key = unit.key
         else:  # "#<index>", or "#<split>/<index>" for sources that carry splits (npz rows count per split)
@@ -255,7 +232,7 @@ def _unit_id(key: str, fingerprint: str, dtype: str | None) -> str:
 
 
 def _safe_reason(exc: BaseException) -> str:
-    if isinstance(exc, _io("ReadError")):
+    if isinstance(exc, ReadError):
         return exc.reason
     if isinstance(exc, ProcessError):
         return str(exc)
@@ -270,7 +247,6 @@ _STATE: dict = {}
 
 def _init_worker(config: ConvertConfig, work: str, fingerprint: str, secret: bytes | None):
     if secret is not None:
-        Pseudonymizer = _io("Pseudonymizer")
         _STATE["pseudonymizer"] = Pseudonymizer(secret)
     _STATE.update(config=config, work=work, fingerprint=fingerprint)
     _STATE.pop("journal", None)
@@ -441,7 +417,6 @@ def _prepare_output(config: ConvertConfig) -> pathlib.Path:
 
 
 def _pseudonymizer(config: ConvertConfig):
-    Pseudonymizer = _io("Pseudonymizer")
     if config.key_file:
         try:
             return Pseudonymizer.from_key_file(config.key_file)
@@ -528,7 +503,6 @@ def convert(config: ConvertConfig) -> ConvertResult:
     Raises:
         ConvertError: unusable options or output folder (exit code 2).
     """
-    discover = _io("discover")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     for p in config.inputs:
@@ -697,10 +671,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
     label_names = None
     if table is not None and table.label_names is not None:
         label_names = list(table.label_names)
-    if config.process.intensity == "window":
-        intensity = {"kind": "window", "windows": [list(w) for w in config.process.windows]}
-    else:
-        intensity = {"kind": "raw8" if image_dtype == "uint8" else "raw"}
+    conversion = config.process.to_preprocessing(bool(dict(config.read_options).get("apply_voi")))
     all_labels = [tuple(e["label"]) for _, e in examples if e["label"] is not None]
     manifest = {
         "schema": _enc.SCHEMA_NAME,
@@ -710,7 +681,8 @@ def convert(config: ConvertConfig) -> ConvertResult:
         "mode": "volume" if spatial_dims == 3 else "slice",
         "spatial_dims": spatial_dims,
         "channels": channels,
-        "intensity": intensity,
+        "preprocessing": conversion.to_dict(),
+        "input_roots": [str(r) for r in roots],
         "label_names": label_names,
         "multilabel": bool(table is not None and table.multilabel),
         "num_labels": (len(label_names) if label_names else (max(max(l) for l in all_labels) + 1 if all_labels else 0)),

@@ -3,9 +3,9 @@
 The converter's worker processes use this module so that they never pay for (or fork after) a
 TensorFlow import. It writes the protobuf wire format of ``tf.train.Example`` directly and frames
 records exactly as ``tf.io.TFRecordWriter`` does (length, masked CRC-32C of the length, data,
-masked CRC-32C of the data). ``tests/records/test_encode.py`` checks both against TensorFlow:
-the parsed example equals :func:`medtf.records.schema.encode_example`'s and the framed bytes equal
-``tf.io.TFRecordWriter``'s byte for byte.
+masked CRC-32C of the data). It is the only record encoder: ``tests/records/test_encode.py`` checks
+it against TensorFlow (the serialized bytes equal those of the same ``tf.train.Example`` built with
+``tf.train.Features``, and the framed bytes equal ``tf.io.TFRecordWriter``'s, byte for byte).
 
 CRC-32C runs in NumPy: the payload is cut into equal chunks whose CRCs are computed side by side
 (four bytes per step through two 64K tables) and then combined with precomputed
@@ -20,10 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-# Kept in sync with medtf.records.schema (versions, IMAGE_DTYPES, feature keys); a test checks both agree.
-SCHEMA_VERSION = 1
-SCHEMA_NAME = "medtf.records/v1"
-IMAGE_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
+from medtf.records.schema import IMAGE_DTYPES, SCHEMA_NAME, SCHEMA_VERSION  # noqa: F401 - re-exported
 
 # ----------------------------------------------------------------------------------------- CRC-32C
 
@@ -276,7 +273,7 @@ def encode_example(
     mask: np.ndarray | None = None,
     modality: str = "",
 ) -> bytes:
-    """Serialise one example without TensorFlow; same arguments and result as ``schema.encode_example``.
+    """Serialise one example (the keys of :mod:`medtf.records.schema`) without TensorFlow.
 
     Args:
         image: channels-last (H, W, C) or (D, H, W, C) array.

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
-from medtf.records.encode import SCHEMA_NAME, SCHEMA_VERSION
+from medtf.records.schema import IMAGE_DTYPES, SCHEMA_NAME, SCHEMA_VERSION
 
 #: keys every element of :func:`load` has.
 ELEMENT_KEYS = ("image", "label", "mask", "patient", "source", "spacing", "origin", "direction", "modality")
 
 
+#: keys every manifest must have (besides ``schema_version``).
+REQUIRED_MANIFEST_KEYS = ("image_dtype", "splits", "mode", "spatial_dims")
+
+
 def read_manifest(directory) -> dict:
-    """Read and check ``DIR/manifest.json``.
+    """Read and check ``DIR/manifest.json``: the one manifest reader (records, data, training and
+    evaluation all use it).
+
+    Checks: the file exists and holds a JSON object; ``schema_version`` is the one this medtf reads;
+    the keys :data:`REQUIRED_MANIFEST_KEYS` are present; ``image_dtype`` is one of ``IMAGE_DTYPES``;
+    ``splits`` maps split names to objects.
 
     Raises:
         FileNotFoundError: no manifest (the folder is not a finished records directory).
-        ValueError: a manifest of another schema version, or without the required keys.
+        ValueError: unreadable JSON, a manifest of another schema version, without the required keys,
+            with an unknown image dtype or malformed splits. Every message starts with the manifest's path.
     """
     path = pathlib.Path(directory) / "manifest.json"
     if not path.is_file():
@@ -24,26 +35,63 @@ def read_manifest(directory) -> dict:
             f"{path}: no manifest.json — not a records directory, or its conversion did not finish "
             "(rerun tfrecord-convert with --resume)"
         )
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: manifest must be a JSON object. Received: {type(manifest).__name__}")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: records schema version {version!r} is not supported; expected {SCHEMA_VERSION} ({SCHEMA_NAME})"
         )
-    missing = [k for k in ("image_dtype", "splits", "mode", "spatial_dims") if k not in manifest]
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"{path}: manifest lacks keys {missing}")
+    if manifest["image_dtype"] not in IMAGE_DTYPES:
+        raise ValueError(f"{path}: image_dtype must be one of {IMAGE_DTYPES}. Received: {manifest['image_dtype']!r}")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict) or not all(isinstance(v, dict) for v in splits.values()):
+        raise ValueError(f"{path}: 'splits' must map split names to objects ({{\"train\": {{\"shards\": [...]}}, ...}})")
     return manifest
 
 
-def shard_paths(directory, split: str, manifest: dict | None = None) -> list[str]:
-    """Absolute shard paths of ``split``; raises ValueError naming the splits that exist."""
-    manifest = manifest or read_manifest(directory)
-    splits = manifest["splits"]
+def shard_paths(directory, split: str, manifest: dict | None = None, *, allow_empty: bool = False) -> list[str]:
+    """Absolute paths of the shards of ``split``: the one shard lister.
+
+    The shards are the manifest's ``splits[split]["shards"]``; a split without a shard list falls back to
+    the naming rule ``{split}-*-of-*.tfrecord``.
+
+    Args:
+        directory: records directory.
+        split: split name.
+        manifest: the already-read manifest (read with :func:`read_manifest` when None).
+        allow_empty: return ``[]`` for a split without shards instead of raising.
+
+    Raises:
+        ValueError: unknown split (the message names the splits that exist), no shards, or shard files
+            listed in the manifest that are missing.
+    """
+    directory = pathlib.Path(directory)
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    splits = manifest.get("splits") or {}
     if split not in splits:
-        raise ValueError(f"{directory}: no split {split!r}; the manifest has {sorted(splits)}")
-    return [str(pathlib.Path(directory) / name) for name in splits[split]["shards"]]
+        raise ValueError(f"{directory}: split {split!r} not in manifest; available splits: {sorted(splits)}")
+    names = splits[split].get("shards")
+    if names:
+        files = [str(directory / n) for n in names]
+    else:
+        files = sorted(str(p) for p in directory.glob(f"{split}-*-of-*.tfrecord"))
+    if not files:
+        if allow_empty:
+            return []
+        raise ValueError(f"{directory}: split {split!r} has no shard files")
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise ValueError(f"{directory}: shard files listed in the manifest are missing: {missing[:3]}")
+    return files
 
 
 def load(directory, split: str, *, shuffle_files: bool = False, seed: int | None = None,
@@ -73,7 +121,7 @@ def load(directory, split: str, *, shuffle_files: bool = False, seed: int | None
     from medtf.records.schema import parse_example
 
     manifest = read_manifest(directory)
-    files = shard_paths(directory, split, manifest)
+    files = shard_paths(directory, split, manifest, allow_empty=True)
     dtype = manifest["image_dtype"]
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
     if shuffle_files and len(files) > 1:

@@ -17,19 +17,21 @@ import sys
 
 import numpy as np
 
+from medtf.records.reader import read_manifest, shard_paths
 from medtf.training.config import TrainConfig
 from medtf.training.run import atomic_write_text
 
 
 def _shards(records, manifest, split):
-    return [str(pathlib.Path(records) / s) for s in manifest["splits"].get(split, {}).get("shards", [])]
+    """The split's shard paths; [] for a split that is absent or has no shards."""
+    if split not in manifest["splits"]:
+        return []
+    return shard_paths(records, split, manifest, allow_empty=True)
 
 
 def read_keys(records, splits) -> tuple[list[str], np.ndarray, list[tuple[str, int]]]:
     """Patient key, first label (−1 when unlabelled) and (split, index) of every example of ``splits``."""
     import tensorflow as tf
-
-    from medtf.training.trainer import read_manifest
 
     manifest = read_manifest(records)
     spec = {"patient": tf.io.FixedLenFeature([], tf.string), "label": tf.io.VarLenFeature(tf.int64)}
@@ -71,8 +73,6 @@ def patient_folds(patients, labels, k: int, seed: int = 0) -> list[np.ndarray]:
 def write_fold_records(records, fold_dir, assign, fold: int, where, patients, labels) -> pathlib.Path:
     """Write the fold's records folder: train = other folds, val = this fold, test linked. Returns it."""
     import tensorflow as tf
-
-    from medtf.training.trainer import read_manifest
 
     manifest = read_manifest(records)
     out = pathlib.Path(fold_dir)
@@ -168,13 +168,13 @@ def train_folds(config: TrainConfig, *, resume: bool = False, run_dir=None) -> p
     from medtf.training.callbacks import read_history
     from medtf.training.metrics import monitor_mode
     from medtf.training.run import RunInfo, load_model
-    from medtf.training.trainer import _make_run_dir, predict_dataset, resolve_config, split_size, train
+    from medtf.training.trainer import make_run_dir, predict_dataset, resolve_config, split_size, train
 
     k = int(config.folds or 0)
     if k < 2:
         raise ValueError(f"folds must be >= 2. Received: {config.folds}")
     config = resolve_config(config)
-    run = pathlib.Path(run_dir) if run_dir is not None else _make_run_dir(config, resume)
+    run = pathlib.Path(run_dir) if run_dir is not None else make_run_dir(config, resume)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.yaml", config.to_yaml())
     patients, labels, where = read_keys(config.records, [config.train_split, config.val_split])

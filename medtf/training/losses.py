@@ -26,7 +26,7 @@ def _as_float(x):
     return tf.cast(x, tf.float32)
 
 
-def _one_hot_like(y_true, y_pred):
+def one_hot_like(y_true, y_pred):
     """Targets as float with y_pred's channel count: sparse (..., 1) integer labels → one-hot."""
     n = y_pred.shape[-1]
     if n is not None and n > 1 and y_true.shape.rank == y_pred.shape.rank and y_true.shape[-1] == 1:
@@ -157,7 +157,7 @@ class FocalCrossEntropy(CrossEntropy):
                 _as_float(y_true), y_pred, apply_class_balancing=self.alpha is not None,
                 alpha=0.25 if self.alpha is None else self.alpha, gamma=self.gamma,
                 label_smoothing=self.label_smoothing)
-        y = _one_hot_like(y_true, y_pred) if mode == "sparse" else _as_float(y_true)
+        y = one_hot_like(y_true, y_pred) if mode == "sparse" else _as_float(y_true)
         return keras.losses.categorical_focal_crossentropy(
             y, y_pred, alpha=1.0 if self.alpha is None else self.alpha, gamma=self.gamma,
             label_smoothing=self.label_smoothing)
@@ -165,7 +165,7 @@ class FocalCrossEntropy(CrossEntropy):
 
 # ---------------------------------------------------------------- overlap losses (segmentation)
 def _overlap_terms(y_true, y_pred):
-    y = _one_hot_like(y_true, y_pred)
+    y = one_hot_like(y_true, y_pred)
     p = _as_float(y_pred)
     axes = _spatial_axes(p.shape.rank)
     tp = tf.reduce_sum(y * p, axis=axes)
@@ -220,7 +220,7 @@ class DiceCELoss(DiceLoss):
 
     def call(self, y_true, y_pred):
         dice = super().call(y_true, y_pred)
-        y = _one_hot_like(y_true, y_pred)
+        y = one_hot_like(y_true, y_pred)
         p = _as_float(y_pred)
         if p.shape[-1] == 1:
             ce = keras.losses.binary_crossentropy(y, p)

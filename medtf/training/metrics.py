@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from medtf.training.losses import _one_hot_like, cumulative_targets
+from medtf.training.losses import cumulative_targets, one_hot_like
 
 
 @keras.saving.register_keras_serializable(package="medtf")
@@ -30,7 +30,7 @@ def grade_mae(y_true, y_pred):
 @keras.saving.register_keras_serializable(package="medtf")
 def dice_coefficient(y_true, y_pred):
     """Segmentation: hard Dice per sample, averaged over foreground classes (all classes when C = 1)."""
-    y = _one_hot_like(y_true, y_pred)
+    y = one_hot_like(y_true, y_pred)
     p = tf.cast(y_pred, tf.float32)
     c = p.shape[-1]
     if c == 1:

@@ -1,10 +1,13 @@
-"""Inference on files with a trained run: ``predict_inputs(run_dir, inputs)`` (used by ``medtf predict``).
+"""Inference on raw files with a trained run: ``predict_inputs(run_dir, inputs)`` (``medtf predict``).
 
-Inputs are read through ``medtf.io`` (DICOM files/series, NIfTI, PNG/JPEG/TIFF, npz), preprocessed with
-the run's stored ``Preprocessing`` (``medtf.data.transforms.apply_preprocessing``); segmentation images
-larger than the model input go through ``medtf.data.sliding_window.sliding_window_inference``. Outputs
-name inputs by their source key (path relative to the given folder, or a series token), never by a
-patient identifier.
+Inputs are read through ``medtf.io`` (DICOM files and series folders, NIfTI, PNG/JPEG/TIFF, npz) exactly as
+the converter read them, then the run's whole preprocessing chain (``RunInfo.chain``: the records'
+conversion stage — resample, window, size — and the training stage) is applied with the NumPy
+reference of ``medtf.preprocess``, so the model sees the numbers it was trained on. Classifier outputs
+become decisions through ``medtf.interpret`` (tie rule ``p >= threshold``); segmentation label maps are
+computed on the model's grid and put back on the source grid (nearest neighbour, with the source's
+origin, spacing and direction). Outputs name inputs by their source key (path relative to the given
+folder, or a series token), never by a patient identifier.
 """
 
 from __future__ import annotations
@@ -15,42 +18,30 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medtf.interpret import interpret as interpret_output
+from medtf.interpret import segmentation_labels
+from medtf.preprocess import apply_chain, chain_map, to_source_grid
 from medtf.training.run import RunInfo, load_model
 
 
-def _prep(image: np.ndarray, info: RunInfo, size=None) -> np.ndarray:
-    import dataclasses
-
-    from medtf.data.transforms import apply_preprocessing
-
-    spec = info.preprocessing
-    if size is not None:
-        spec = dataclasses.replace(spec, size=tuple(size))
-    return np.asarray(apply_preprocessing(image.astype(np.float32), spec))
-
-
 def interpret(p: np.ndarray, info: RunInfo) -> dict[str, Any]:
-    """One classifier output vector → {"prediction", "label", "probabilities" / "grade"}."""
-    names = list(info.class_names)
-    p = np.asarray(p, dtype=np.float64).ravel()
-    if info.task == "binary":
-        thr = 0.5 if info.threshold is None else info.threshold
-        pred = int(p[-1] >= thr)
-        return {"probability": float(p[-1]), "threshold": thr, "prediction": pred,
-                "label": names[pred] if len(names) > pred else str(pred)}
-    if info.task == "multiclass":
-        pred = int(p.argmax())
-        return {"prediction": pred, "label": names[pred] if pred < len(names) else str(pred),
-                "probabilities": {n: float(v) for n, v in zip(names or map(str, range(len(p))), p)}}
-    if info.task == "multilabel":
-        on = [int(i) for i in np.nonzero(p > 0.5)[0]]
-        return {"prediction": on, "label": ";".join(names[i] for i in on if i < len(names)),
-                "probabilities": {n: float(v) for n, v in zip(names or map(str, range(len(p))), p)}}
-    if info.task == "ordinal":
-        grade = int((p > 0.5).sum())
-        return {"prediction": grade, "label": names[grade] if grade < len(names) else str(grade),
-                "cumulative": [float(v) for v in p]}
-    raise ValueError(f"interpret: task {info.task!r} is not a classification task")
+    """One classifier output vector → {"prediction", "label", ...} (``medtf.interpret.interpret``)."""
+    return interpret_output(p, info.task, class_names=info.class_names, threshold=info.threshold)
+
+
+def prepare(array: np.ndarray, info: RunInfo, spacing=None) -> np.ndarray:
+    """Raw (modality) values of one image → the model input (the run's whole chain).
+
+    Raises:
+        ValueError: the chain does not fit the image, or the result does not fit the model input
+            (the message names both shapes).
+    """
+    x = apply_chain(array, info.chain, spacing)
+    want = tuple(info.input_shape)
+    if info.task not in ("segmentation", "restoration") and tuple(x.shape) != want:
+        raise ValueError(f"preprocessing ({info.chain.describe()}) produced shape {tuple(x.shape)} but the model "
+                         f"expects {want}")
+    return x
 
 
 def _write_volume(arr: np.ndarray, image, path: pathlib.Path) -> None:
@@ -88,10 +79,10 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
 
     Args:
         run_dir: run folder (model.keras + model.json).
-        inputs: files and/or folders.
+        inputs: files and/or folders (a folder of one DICOM series is one volume for a 3D model).
         masks_dir: where segmentation masks / restored images go (required for those tasks).
         mask_format: "nifti", "png" or "auto" (PNG for 2D PNG/JPEG inputs, NIfTI otherwise).
-        overlap: sliding-window overlap for large segmentation inputs.
+        overlap: sliding-window overlap for segmentation inputs larger than the model.
         batch_size: windows per model call.
         progress: tqdm progress bar over inputs.
 
@@ -105,9 +96,10 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
     """
     from tqdm import tqdm
 
-    from medtf.io import Pseudonymizer, ReadError, discover, read_unit
+    from medtf.io.inputs import iter_inputs
 
     info = RunInfo.load(run_dir)
+    info.warn_if_incomplete()
     model = load_model(run_dir)
     dense = info.task in ("segmentation", "restoration")
     if dense and masks_dir is None:
@@ -115,72 +107,63 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
     if masks_dir is not None and dense:
         masks_dir = pathlib.Path(masks_dir)
         masks_dir.mkdir(parents=True, exist_ok=True)
-    pz = Pseudonymizer(os.urandom(32))  # ephemeral: nothing patient-related is written
-    units, rejected = discover(list(inputs), pseudonymizer=pz, mode="auto" if info.spatial_dims == 3 else "slice")
     rows: list[dict] = []
+    rejected: list[tuple[str, str]] = []
     win = tuple(info.input_shape[:-1])
     nd = info.spatial_dims
-    for unit in tqdm(units, desc="predict", unit="input", disable=not progress):
+    items = iter_inputs(list(inputs), spatial_dims=nd, voi=info.chain.voi, rejected=rejected)
+    for unit, image in tqdm(items, desc="predict", unit="image", disable=not progress):
+        arr = image.array
         try:
-            images = read_unit(unit, pseudonymizer=pz)
-        except (ReadError, OSError, ValueError) as exc:
-            rejected.append((unit.key, str(getattr(exc, "reason", exc))))
-            continue
-        for image in images:
-            arr = image.array
-            try:
-                if arr.ndim - 1 == nd + 1 and nd == 2:  # a volume for a 2D model: slice by slice
-                    slices = [(k, arr[k]) for k in range(arr.shape[0])]
-                elif arr.ndim - 1 == nd:
-                    slices = [(None, arr)]
-                else:
-                    raise ValueError(f"a {arr.ndim - 1}D image for a {nd}D model")
-                if not dense:
-                    for k, a in slices:
-                        x = _prep(a, info, size=info.preprocessing.size or win)
-                        p = np.asarray(model(x[None], training=False))[0]
-                        row = {"source": unit.key, "index": int(image.index)}
-                        if k is not None:
-                            row["slice"] = k
-                        row.update(interpret(p, info))
-                        rows.append(row)
-                    continue
-                outs = []
-                for k, a in slices:
-                    outs.append(_dense_predict(model, a, info, win, overlap, batch_size))
-                out = np.stack(outs) if slices[0][0] is not None else outs[0]
-                fmt = mask_format
-                if fmt == "auto":
-                    fmt = "png" if unit.kind == "image" and out.ndim == 2 else "nifti"
-                name = _safe_name(unit.key, image.index) + (".png" if fmt == "png" else ".nii.gz")
-                _write_volume(out, image, masks_dir / name)
-                row = {"source": unit.key, "index": int(image.index), "output": str(masks_dir / name),
-                       "shape": list(out.shape)}
-                if info.task == "segmentation":
-                    row["labels_present"] = sorted(int(v) for v in np.unique(out))
-                rows.append(row)
-            except (ValueError, OSError) as exc:
-                rejected.append((unit.key, str(exc)))
+            if arr.ndim - 1 == nd + 1 and nd == 2:  # a volume for a 2D model: slice by slice
+                sp = tuple(image.spacing)[1:]
+                slices = [(k, arr[k], sp) for k in range(arr.shape[0])]
+            elif arr.ndim - 1 == nd:
+                slices = [(None, arr, tuple(image.spacing))]
+            else:
+                raise ValueError(f"a {arr.ndim - 1}D image for a {nd}D model")
+            if not dense:
+                for k, a, sp in slices:
+                    x = prepare(a, info, sp)
+                    p = np.asarray(model(x[None], training=False))[0]
+                    row = {"source": unit.key, "index": int(image.index)}
+                    if k is not None:
+                        row["slice"] = k
+                    row.update(interpret(p, info))
+                    rows.append(row)
+                continue
+            outs = [_dense_predict(model, a, info, win, overlap, batch_size, sp) for _, a, sp in slices]
+            out = np.stack(outs) if slices[0][0] is not None else outs[0]
+            fmt = mask_format
+            if fmt == "auto":
+                fmt = "png" if unit.kind == "image" and out.ndim == 2 else "nifti"
+            name = _safe_name(unit.key, image.index) + (".png" if fmt == "png" else ".nii.gz")
+            _write_volume(out, image, masks_dir / name)
+            row = {"source": unit.key, "index": int(image.index), "output": str(masks_dir / name),
+                   "shape": list(out.shape)}
+            if info.task == "segmentation":
+                row["labels_present"] = sorted(int(v) for v in np.unique(out))
+            rows.append(row)
+        except (ValueError, OSError) as exc:
+            rejected.append((unit.key, str(exc)))
     return rows, rejected
 
 
-def _dense_predict(model, a, info: RunInfo, win, overlap, batch_size) -> np.ndarray:
-    """Segmentation → label map (spatial shape of ``a``); restoration → restored image (channel 0)."""
+def predict_dense_model_space(model, x: np.ndarray, win, overlap: float = 0.5, batch_size: int = 4) -> np.ndarray:
+    """Model output for one preprocessed image (sliding window when it is not the model's size)."""
     from medtf.data.sliding_window import sliding_window_inference
-    from medtf.data.transforms import resize
 
-    spatial = a.shape[:-1]
-    pre = info.preprocessing
-    x = _prep(a, info, size=pre.size) if pre.size is not None else _prep(a, info)
-    if any(s > w for s, w in zip(x.shape[:-1], win)) or any(s < w for s, w in zip(x.shape[:-1], win)):
+    if tuple(x.shape[:-1]) != tuple(win):
         p = sliding_window_inference(model, x, win, overlap=overlap, batch_size=batch_size)
-        p = np.asarray(p)[tuple(slice(0, s) for s in x.shape[:-1])]
-    else:
-        p = np.asarray(model(x[None], training=False))[0]
-    if tuple(p.shape[:-1]) != tuple(spatial):
-        p = np.asarray(resize(p, spatial, "linear"))
-    if info.task == "restoration":
-        return p[..., 0].astype(np.float32)
-    if p.shape[-1] == 1:
-        return (p[..., 0] > 0.5).astype(np.uint8)
-    return p.argmax(-1).astype(np.uint8)
+        return np.asarray(p)[tuple(slice(0, s) for s in x.shape[:-1])]
+    return np.asarray(model(x[None], training=False))[0]
+
+
+def _dense_predict(model, a, info: RunInfo, win, overlap, batch_size, spacing=None) -> np.ndarray:
+    """Segmentation → label map on the source grid of ``a``; restoration → restored image (channel 0),
+    both put back with nearest neighbour through the chain's geometric steps."""
+    x = apply_chain(a, info.chain, spacing)
+    p = predict_dense_model_space(model, x, win, overlap, batch_size)
+    values = p[..., 0].astype(np.float32) if info.task == "restoration" else segmentation_labels(p)
+    amap = chain_map(info.chain, a.shape[:-1], spacing)
+    return to_source_grid(values, amap)

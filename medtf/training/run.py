@@ -22,7 +22,9 @@ import pathlib
 import tempfile
 from typing import Any
 
-from medtf.data.spec import Preprocessing
+import warnings
+
+from medtf.preprocess import Chain, Preprocessing
 
 SCHEMA = "medtf.model/v1"
 TASKS = ("binary", "multiclass", "multilabel", "ordinal", "segmentation", "restoration")
@@ -42,7 +44,10 @@ class RunInfo:
         class_names: names of the output classes (for ordinal: the grades; binary: [negative, positive]).
         input_shape: model input shape without the batch axis ((H, W, C) or (D, H, W, C)).
         spatial_dims: 2 or 3.
-        preprocessing: the inference preprocessing (raw pixels → model input).
+        preprocessing: the training stage (``data.preprocessing``: record values → model input).
+        conversion: the conversion stage the records were made with (``tfrecord-convert``'s resample /
+            window / size, from the records' manifest); None for runs written before it was stored.
+            ``chain`` = conversion → preprocessing is what raw input goes through.
         threshold: binary operating point chosen on the validation split, or None.
         records: records directory the model was trained on (informational), or None.
         medtf_version: medtf version that wrote the run.
@@ -59,6 +64,7 @@ class RunInfo:
     input_shape: tuple[int, ...]
     spatial_dims: int
     preprocessing: Preprocessing = dataclasses.field(default_factory=Preprocessing)
+    conversion: Preprocessing | None = None
     threshold: float | None = None
     records: str | None = None
     medtf_version: str = ""
@@ -77,6 +83,8 @@ class RunInfo:
             raise ValueError(f"spatial_dims must be 2 or 3. Received: {self.spatial_dims!r}")
         if isinstance(self.preprocessing, dict):
             object.__setattr__(self, "preprocessing", Preprocessing.from_dict(self.preprocessing))
+        if isinstance(self.conversion, dict):
+            object.__setattr__(self, "conversion", Preprocessing.from_dict(self.conversion, where="conversion"))
         if not self.medtf_version:
             from medtf import __version__
 
@@ -91,6 +99,40 @@ class RunInfo:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def chain(self) -> Chain:
+        """Raw input → model input: the conversion stage (when known), then the training stage.
+
+        Runs written before the conversion stage was stored keep their old behaviour: without a size,
+        the training stage resizes to the model input (see :meth:`warn_if_incomplete`).
+        """
+        pre = self.preprocessing
+        if self.conversion is None and pre.size is None and self.task not in ("segmentation", "restoration"):
+            spatial = tuple(self.input_shape[:-1])
+            if spatial and all(s and s > 0 for s in spatial):
+                pre = dataclasses.replace(pre, size=spatial)
+        return Chain.of(self.conversion, pre)
+
+    def missing_conversion(self) -> str | None:
+        """For runs written before the conversion stage was stored: what the records' conversion did that
+        raw input will not get (from the old ``intensity`` note), or None when nothing is missing."""
+        if self.conversion is not None:
+            return None
+        intensity = self.extra.get("intensity") or {}
+        if intensity.get("kind") == "window":
+            wins = " + ".join(f"{w:g}/{l:g}" for w, l in intensity.get("windows", []))
+            return f"the conversion window {wins} (tfrecord-convert --window)"
+        return "the conversion stage (tfrecord-convert --window/--spacing/--size, if any were used)"
+
+    def warn_if_incomplete(self) -> None:
+        """Warn (once per call) when raw input cannot be preprocessed like the records were."""
+        missing = self.missing_conversion()
+        if missing:
+            warnings.warn(
+                f"model.json of {self.name!r} has no conversion spec (written before medtf stored it): raw inputs are "
+                f"preprocessed with the training stage only and do not get {missing}. Retrain with this "
+                "version to store it.", UserWarning, stacklevel=2)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``model.json`` document)."""
         d = {
@@ -101,6 +143,7 @@ class RunInfo:
             "input_shape": list(self.input_shape),
             "spatial_dims": self.spatial_dims,
             "preprocessing": self.preprocessing.to_dict(),
+            "conversion": None if self.conversion is None else self.conversion.to_dict(),
             "threshold": self.threshold,
             "threshold_method": self.threshold_method,
             "records": self.records,
@@ -125,6 +168,8 @@ class RunInfo:
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["extra"] = {k: v for k, v in d.items() if k not in known}
         kwargs["preprocessing"] = Preprocessing.from_dict(d.get("preprocessing") or {})
+        kwargs["conversion"] = (None if d.get("conversion") is None
+                                else Preprocessing.from_dict(d["conversion"], where="conversion"))
         return cls(**kwargs)
 
     def to_json(self) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 import os
 import pathlib
@@ -19,9 +18,13 @@ import time
 
 import numpy as np
 
+from medtf.preprocess import Preprocessing
+from medtf.records.process import conversion_spec
+from medtf.records.reader import read_manifest
 from medtf.training import callbacks as cb
 from medtf.training.config import TrainConfig
 from medtf.training.run import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, RunInfo, atomic_write_text, load_model
+from medtf.training.thresholds import choose_threshold
 
 #: task → DataConfig label_mode used when the config leaves the default "sparse".
 TASK_LABEL_MODE = {"binary": "binary", "multilabel": "multilabel", "ordinal": "ordinal", "segmentation": "mask",
@@ -35,18 +38,6 @@ KILL_ENV = "MEDTF_TEST_INTERRUPT_AFTER_BATCHES"  # test hook: simulate SIGKILL a
 def epoch_seed(seed: int, epoch: int) -> int:
     """Data seed of one epoch (distinct per epoch, fixed by the run seed)."""
     return int(seed) * 100_003 + int(epoch)
-
-
-def read_manifest(records_dir) -> dict:
-    """``records_dir/manifest.json`` as a dict.
-
-    Raises:
-        FileNotFoundError: no manifest (the message names the folder).
-    """
-    path = pathlib.Path(records_dir) / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{records_dir}: no manifest.json (expected a records folder from `medtf convert`)")
-    return json.loads(path.read_text())
 
 
 def split_size(manifest: dict, split: str) -> int:
@@ -133,9 +124,7 @@ def build_model(config: TrainConfig, input_shape):
         kw.setdefault("spatial_dims", len(input_shape) - 1)
     model = models.build(config.model.name, **kw)
     if config.model.bn_momentum is not None:
-        from medtf.models._common import set_batchnorm_momentum
-
-        set_batchnorm_momentum(model, config.model.bn_momentum)
+        models.set_batchnorm_momentum(model, config.model.bn_momentum)
     return model
 
 
@@ -198,7 +187,9 @@ class _Data:
         return out
 
 
-def _make_run_dir(config: TrainConfig, resume: bool) -> pathlib.Path:
+def make_run_dir(config: TrainConfig, resume: bool) -> pathlib.Path:
+    """The run folder: ``output_dir/run_name``; without a run_name, the newest run in ``output_dir`` when
+    resuming, else a new ``output_dir/<model>-<task>-<timestamp>`` (not created here)."""
     out = pathlib.Path(config.output_dir)
     if config.run_name:
         return out / config.run_name
@@ -209,28 +200,6 @@ def _make_run_dir(config: TrainConfig, resume: bool) -> pathlib.Path:
         return runs[-1]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return out / f"{config.model.name}-{config.task}-{stamp}"
-
-
-def choose_threshold(y_true, scores, rule: str = "youden") -> float:
-    """Binary operating point from validation scores.
-
-    Args:
-        y_true: 0/1 labels.
-        scores: predicted probabilities of the positive class.
-        rule: "youden" (max sensitivity + specificity − 1) or "sensitivity:<t>" (the highest threshold
-            whose sensitivity is at least t).
-
-    Returns:
-        The threshold (predict positive when score ≥ threshold); 0.5 when only one class is present.
-    """
-    from medtf.evaluation.metrics import select_threshold
-
-    y_true = np.asarray(y_true).ravel().astype(int)
-    if np.unique(y_true).size < 2:
-        return 0.5
-    if rule == "youden":
-        return select_threshold(y_true, scores, "youden")
-    return select_threshold(y_true, scores, "target_sensitivity", target_sensitivity=float(rule.split(":", 1)[1]))
 
 
 def predict_dataset(model, ds):
@@ -279,7 +248,7 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
     from medtf.training.schedules import make_optimizer, make_schedule
 
     config = resolve_config(config)
-    run = pathlib.Path(run_dir) if run_dir is not None else _make_run_dir(config, resume)
+    run = pathlib.Path(run_dir) if run_dir is not None else make_run_dir(config, resume)
     if config.run_name is None:
         config = config.replace(run_name=run.name)
     run.mkdir(parents=True, exist_ok=True)
@@ -376,13 +345,13 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
         input_shape=input_shape,
         spatial_dims=len(input_shape) - 1,
         preprocessing=config.data.preprocessing,
+        conversion=conversion_spec(manifest) or Preprocessing(),
         threshold=threshold,
         threshold_method=config.threshold if threshold is not None else None,
         records=str(config.records),
         data=config.data.to_dict(),
         label_mode=config.data.label_mode,
-        extra={"policy": policy, "seed": int(config.seed), "monitor": config.monitor,
-               "intensity": manifest.get("intensity")},
+        extra={"policy": policy, "seed": int(config.seed), "monitor": config.monitor},
     )
     info.save(run)
     shutil.rmtree(backup, ignore_errors=True)

@@ -66,7 +66,9 @@ def test_demo_edge_prediction_matches_keras(demo):
     out, s = demo
     import pydicom
 
-    from medtf.data.spec import Preprocessing, apply_intensity_numpy, resize_numpy
+    from medtf.preprocess import Preprocessing
+    from medtf.preprocess import apply_intensity as apply_intensity_numpy
+    from medtf.preprocess import resize as resize_numpy
     from medtf.training.run import RunInfo, load_model
 
     e = s["edge_prediction"]

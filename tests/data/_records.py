@@ -9,7 +9,8 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from medtf.records.schema import SCHEMA_VERSION, encode_example
+from medtf.records.encode import encode_example
+from medtf.records.schema import SCHEMA_VERSION
 
 
 def write_records(directory, splits: dict, *, image_dtype: str = "uint8", shards: int = 1,
@@ -51,7 +52,7 @@ def write_records(directory, splits: dict, *, image_dtype: str = "uint8", shards
         "channels": channels if channels is not None else int(first.shape[-1]),
         "splits": manifest_splits,
         "label_names": label_names,
-        "intensity": intensity or {"kind": "raw8" if image_dtype == "uint8" else "raw"},
+        **({"intensity": intensity} if intensity else {"preprocessing": {}}),
         "files": [],
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))

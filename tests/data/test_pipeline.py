@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from medtf.data import DataConfig, PatchConfig, Preprocessing, build_dataset
+from medtf.data import DataConfig, PatchConfig, build_dataset
+from medtf.preprocess import Preprocessing
 from medtf.data.config import AugmentConfig, OpConfig
 from medtf.data.pipeline import steps_per_epoch
-from medtf.data.spec import apply_numpy
+from medtf.preprocess import apply as apply_numpy
 
 from ._records import random_images, record_order, write_records
 

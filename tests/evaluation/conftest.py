@@ -15,7 +15,8 @@ def write_records(directory, splits: dict, *, image_dtype: str, label_names=None
     """``splits = {name: [dict(image=..., label=..., mask=..., spacing=..., patient=...)]}`` → records dir."""
     import tensorflow as tf
 
-    from medtf.records.schema import SCHEMA_VERSION, encode_example
+    from medtf.records.encode import encode_example
+    from medtf.records.schema import SCHEMA_VERSION
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,7 @@ def write_records(directory, splits: dict, *, image_dtype: str, label_names=None
     manifest = {
         "schema_version": SCHEMA_VERSION, "image_dtype": image_dtype, "mode": mode,
         "spatial_dims": first.ndim - 1, "channels": int(first.shape[-1]), "splits": manifest_splits,
-        "label_names": label_names, "intensity": intensity or {"kind": "raw8"}, "files": [],
+        "label_names": label_names, **({"intensity": intensity} if intensity else {"preprocessing": {}}), "files": [],
     }
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory

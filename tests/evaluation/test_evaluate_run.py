@@ -1,7 +1,7 @@
 """evaluate_run / ``medtf evaluate`` / ``medtf explain`` on tiny hand-built run folders.
 
 References are computed independently here: preprocessing with the NumPy implementation in
-``medtf.data.spec`` and predictions with ``model.predict``; metrics then go through the already
+``medtf.preprocess`` and predictions with ``model.predict``; metrics then go through the already
 reference-tested functions.
 """
 
@@ -15,7 +15,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from medtf.data.spec import Preprocessing, apply_intensity_numpy  # noqa: E402
+from medtf.preprocess import Preprocessing  # noqa: E402
+from medtf.preprocess import apply_intensity as apply_intensity_numpy  # noqa: E402
 from medtf.evaluation import metrics as M  # noqa: E402
 from medtf.evaluation.evaluate import evaluate_run  # noqa: E402
 

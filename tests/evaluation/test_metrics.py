@@ -305,3 +305,173 @@ def test_ordinal_helpers_and_metrics():
                                skm.cohen_kappa_score(y, pred, weights="quadratic", labels=[0, 1, 2, 3]), **TOL)
     np.testing.assert_allclose(m["mae"], np.mean(np.abs(pred - y)), **TOL)
     np.testing.assert_allclose(m["cumulative_auc"][0], skm.roc_auc_score(y > 0, cum[:, 0]), **TOL)
+
+
+# --------------------------------------------------------------------------------------------------
+# library-backed curves and scores, bootstrap replicates vs sklearn, tie rule
+
+
+@pytest.mark.parametrize("n,seed,ties", [(25, 0, True), (400, 1, False), (1500, 2, True)])
+def test_roc_and_pr_curves_match_sklearn_random(n, seed, ties):
+    """Same points as sklearn (ROC as is; PR reversed so the thresholds decrease). Tolerance 1e-12."""
+    y, s = _random_binary(n, seed, ties=ties)
+    for drop in (True, False):
+        fpr, tpr, thr = M.roc_curve(y, s, drop_intermediate=drop)
+        F, T, TH = skm.roc_curve(y, s, drop_intermediate=drop)
+        np.testing.assert_allclose(fpr, F, **TOL)
+        np.testing.assert_allclose(tpr, T, **TOL)
+        np.testing.assert_array_equal(thr, TH)
+    prec, rec, thr = M.precision_recall_curve(y, s)
+    P, R, TH = skm.precision_recall_curve(y, s)
+    np.testing.assert_allclose(prec, P[::-1], **TOL)
+    np.testing.assert_allclose(rec, R[::-1], **TOL)
+    np.testing.assert_array_equal(thr, TH[::-1])
+    assert prec[0] == 1.0 and rec[0] == 0.0 and np.all(np.diff(thr) < 0)
+    # AP is the step integral of the returned curve
+    np.testing.assert_allclose(np.sum(np.diff(rec) * prec[1:]), skm.average_precision_score(y, s), **TOL)
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_pr_curve_edge_cases_match_sklearn(name):
+    y, s = EDGE_CASES[name]
+    prec, rec, thr = M.precision_recall_curve(y, s)
+    P, R, TH = skm.precision_recall_curve(y, s)
+    np.testing.assert_allclose(prec, P[::-1], **TOL)
+    np.testing.assert_allclose(rec, R[::-1], **TOL)
+    np.testing.assert_array_equal(thr, TH[::-1])
+
+
+def test_one_class_curves_are_nan_without_warnings():
+    import warnings
+
+    s = np.array([0.2, 0.4, 0.9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the sklearn warnings are handled inside medtf
+        fpr, tpr, _ = M.roc_curve(np.ones(3, int), s)
+        assert np.isnan(fpr).all() and np.isfinite(tpr).all()
+        fpr, tpr, _ = M.roc_curve(np.zeros(3, int), s)
+        assert np.isnan(tpr).all() and np.isfinite(fpr).all()
+        prec, rec, _ = M.precision_recall_curve(np.zeros(3, int), s)
+        assert rec[0] == 0.0 and np.isnan(rec[1:]).all()
+        assert np.isnan(M.average_precision(np.zeros(3, int), s))
+        assert M.average_precision(np.ones(3, int), s) == 1.0
+        assert np.isnan(M.quadratic_weighted_kappa([1, 1, 1], [1, 1, 1], 3))
+        assert np.isnan(M.quadratic_weighted_kappa([], [], 3))
+    np.testing.assert_array_equal(M.confusion_matrix([], [], 2), np.zeros((2, 2), int))
+
+
+def test_confusion_matrix_rejects_out_of_range_labels():
+    """sklearn silently drops labels outside ``labels=range(K)``; medtf refuses them."""
+    with pytest.raises(ValueError, match=r"y_pred.*\[0, 3\)"):
+        M.confusion_matrix([0, 1, 2], [0, 1, 3], 3)
+    with pytest.raises(ValueError, match="y_true"):
+        M.quadratic_weighted_kappa([-1, 1], [0, 1], 3)
+    cm = M.confusion_matrix([0, 2, 2], [0, 1, 2])  # default K = max label + 1
+    np.testing.assert_array_equal(cm, skm.confusion_matrix([0, 2, 2], [0, 1, 2], labels=[0, 1, 2]))
+    assert cm.dtype == np.int64
+
+
+def test_binary_metrics_vs_sklearn():
+    y, s = _random_binary(300, 9)
+    p = 1 / (1 + np.exp(-s))
+    m = M.binary_metrics(y, p, 0.5, n_boot=100)
+    np.testing.assert_allclose(m["auc"]["value"], skm.roc_auc_score(y, p), **TOL)
+    np.testing.assert_allclose(m["average_precision"], skm.average_precision_score(y, p), **TOL)
+    np.testing.assert_allclose(m["brier"], skm.brier_score_loss(y, p), **TOL)
+    np.testing.assert_array_equal(m["confusion_matrix"], skm.confusion_matrix(y, (p >= 0.5).astype(int)))
+
+
+def test_roc_auc_ci_replicates_equal_sklearn_on_the_resamples():
+    """Re-draw roc_auc_ci's resamples (same seed, same draw order) and score a few with sklearn (1e-12)."""
+    y, s = _random_binary(90, 21, ties=True)
+    pos, neg = s[y == 1], s[y == 0]
+    n_boot, seed = 40, 3
+    rng = np.random.default_rng(seed)
+    wp = rng.multinomial(pos.size, np.full(pos.size, 1.0 / pos.size), size=n_boot)
+    wn = rng.multinomial(neg.size, np.full(neg.size, 1.0 / neg.size), size=n_boot)
+    reps = M._weighted_auc(pos, neg, wp, wn)
+    for b in (0, 7, 19, 39):
+        yy = np.r_[np.ones(wp[b].sum()), np.zeros(wn[b].sum())]
+        ss = np.r_[np.repeat(pos, wp[b]), np.repeat(neg, wn[b])]
+        np.testing.assert_allclose(reps[b], skm.roc_auc_score(yy, ss), **TOL)
+    r = M.roc_auc_ci(y, s, n_boot=n_boot, seed=seed)
+    alpha = (1 - 0.95) / 2
+    np.testing.assert_allclose([r["ci_low"], r["ci_high"]], np.quantile(reps, [alpha, 1 - alpha]), **TOL)
+    np.testing.assert_allclose(r["value"], skm.roc_auc_score(y, s), **TOL)
+
+
+def test_ovr_auc_ci_replicates_equal_sklearn_on_the_resamples():
+    rng0 = np.random.default_rng(4)
+    k, n = 3, 120
+    y = rng0.integers(0, k, n)
+    p = rng0.dirichlet(np.ones(k), n) + 0.3 * np.eye(k)[y]
+    p = np.round(p / p.sum(1, keepdims=True), 2)  # ties
+    n_boot, seed = 30, 5
+    r = M.ovr_auc_ci(y, p, n_boot=n_boot, seed=seed)
+    counts = M._stratified_counts(y, n_boot, np.random.default_rng(seed))
+    reps = np.stack([M._weighted_auc(p[y == c, c], p[y != c, c], counts[:, y == c], counts[:, y != c])
+                     for c in range(k)], axis=1)
+    for b in (0, 11, 29):
+        idx = np.repeat(np.arange(n), counts[b])
+        ref = skm.roc_auc_score(np.eye(k)[y[idx]], p[idx], average=None)  # one-vs-rest per class
+        np.testing.assert_allclose(reps[b], ref, **TOL)
+    lo, hi = np.quantile(reps.mean(1), [0.025, 0.975])
+    np.testing.assert_allclose([r["ci_low"], r["ci_high"]], [lo, hi], **TOL)
+    np.testing.assert_allclose(r["per_class"], skm.roc_auc_score(np.eye(k)[y], p, average=None), **TOL)
+
+
+def test_calibration_bins_match_sklearn_calibration_curve():
+    """Non-empty equal-width bins equal sklearn's calibration_curve(strategy="uniform"); ECE stays
+    hand-written (sklearn has no ECE). Random confidences avoid exact bin edges. Tolerance 1e-12."""
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(1)
+    for n_bins in (5, 10, 15):
+        conf = rng.random(500)
+        correct = (rng.random(conf.size) < conf ** 1.3).astype(int)
+        bins = M.calibration_bins(correct, conf, n_bins)
+        keep = np.asarray(bins["count"]) > 0
+        prob_true, prob_pred = calibration_curve(correct, conf, n_bins=n_bins, strategy="uniform")
+        np.testing.assert_allclose(np.asarray(bins["accuracy"])[keep], prob_true, **TOL)
+        np.testing.assert_allclose(np.asarray(bins["confidence"])[keep], prob_pred, **TOL)
+
+
+def test_wilson_interval_closed_form():
+    """k = 0: the Wilson interval is [0, z^2 / (n + z^2)]; symmetric around 1/2 for k = n/2."""
+    z = stats.norm.ppf(0.975)
+    np.testing.assert_allclose(M.wilson_interval(0, 10), (0.0, z * z / (10 + z * z)), rtol=1e-9, atol=1e-12)
+    lo, hi = M.wilson_interval(50, 100)
+    np.testing.assert_allclose(lo + hi, 1.0, rtol=1e-12)
+    assert all(np.isnan(M.wilson_interval(0, 0)))
+
+
+def test_tie_rule_probability_equal_to_threshold_is_positive():
+    """The documented rule ``p >= threshold`` → positive, at every place a threshold is applied."""
+    from medtf.evaluation.evaluate import _ordinal_labels, evaluate_predictions
+
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.5, 0.5, 0.7, 0.2])
+    m = M.threshold_metrics(y, p, 0.5)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 1, 0)
+    m = M.binary_metrics(y, p, 0.5, n_boot=10)
+    assert m["confusion_matrix"] == [[1, 1], [0, 2]]
+    # the operating points of roc_curve use the same rule: tpr/fpr at threshold t count p >= t
+    fpr, tpr, thr = M.roc_curve(y, p, drop_intermediate=False)
+    for f, t, th in zip(fpr[1:], tpr[1:], thr[1:]):
+        assert t == np.mean(p[y == 1] >= th) and f == np.mean(p[y == 0] >= th)
+    # a chosen threshold is an observed probability, and that sample is then positive
+    t = M.select_threshold(y, p, "target_sensitivity", target_sensitivity=1.0)
+    assert t == 0.5 and M.threshold_metrics(y, p, t)["sensitivity"] == 1.0
+    # multilabel: per-label thresholds
+    ym = np.array([[1, 0], [0, 1], [1, 1]])
+    pm = np.array([[0.3, 0.6], [0.1, 0.6], [0.3, 0.2]])
+    mm = M.multilabel_metrics(ym, pm, [0.3, 0.6], n_boot=10)
+    assert mm["per_label"][0]["tp"] == 2 and mm["per_label"][1]["fp"] == 1 and mm["per_label"][1]["tp"] == 1
+    np.testing.assert_allclose(mm["subset_accuracy"], 1 / 3, **TOL)  # only row 1 fully right
+    np.testing.assert_allclose(mm["subset_accuracy"], skm.accuracy_score(ym, (pm >= [0.3, 0.6]).astype(int)), **TOL)
+    # ordinal cumulative outputs and cumulative targets at exactly 0.5 count as passed
+    np.testing.assert_array_equal(M.ordinal_predict([[0.5, 0.5, 0.49], [0.51, 0.2, 0.1]]), [2, 1])
+    np.testing.assert_array_equal(_ordinal_labels(np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]), 4), [2, 1])
+    # evaluate_predictions with a given binary threshold
+    rep = evaluate_predictions(y, p, "binary", threshold=0.5, n_boot=10)
+    assert rep["metrics"]["tp"] == 2 and rep["metrics"]["fp"] == 1

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from medtf.data.spec import Preprocessing
+from medtf.preprocess import Preprocessing
 from medtf.export import edge
 
 from ._helpers import write_ct_dicom
@@ -69,10 +69,10 @@ SPECS = [
 def test_numpy_preprocessing_matches_graph(spec):
     import tensorflow as tf
 
-    from medtf.export.saved_model import preprocess_graph
+    from medtf.preprocess import tf_ops
 
     raw = np.random.default_rng(4).uniform(-1200, 1500, size=(2, 28, 28, 1)).astype(np.float32)
-    graph = preprocess_graph(tf.constant(raw), spec, 2).numpy()
+    graph = tf_ops.apply_chain(tf.constant(raw), spec, batched=True).numpy()
     for i in range(2):
         np.testing.assert_allclose(edge.preprocess(raw[i], spec), graph[i], atol=2e-5, rtol=1e-5)
 
@@ -101,35 +101,12 @@ def test_read_dicom_monochrome1_inverted(tmp_path):
     np.testing.assert_array_equal(got, image.array.astype(np.float32))
 
 
-@pytest.mark.parametrize("kind", ["gray8", "gray16", "rgb8"])
-def test_builtin_png_decoder_matches_opencv(tmp_path, kind):
-    cv2 = pytest.importorskip("cv2")
-    rng = np.random.default_rng(5)
-    # smooth + noisy content so the encoder picks several filter types
-    base = np.add.outer(np.arange(37), np.arange(53)).astype(np.float64)
-    if kind == "gray8":
-        img = ((base * 3 + rng.integers(0, 20, base.shape)) % 256).astype(np.uint8)
-    elif kind == "gray16":
-        img = ((base * 700 + rng.integers(0, 3000, base.shape)) % 65536).astype(np.uint16)
-    else:
-        img = np.stack([(base * k + rng.integers(0, 9, base.shape)) % 256 for k in (1, 2, 5)], -1).astype(np.uint8)
-    path = tmp_path / "x.png"
-    assert cv2.imwrite(str(path), img[..., ::-1] if img.ndim == 3 else img)  # OpenCV writes BGR
-    ref = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if ref.ndim == 3:
-        ref = ref[..., ::-1]
-    got = edge._png_decode(path.read_bytes(), path)
-    np.testing.assert_array_equal(got.reshape(ref.shape), ref)
-    np.testing.assert_array_equal(edge.read_image(path)[..., 0] if img.ndim == 2 else edge.read_image(path),
-                                  img.astype(np.float32))
-
-
 def test_read_image_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.dcm"):
         edge.read_image(tmp_path / "missing.dcm")
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
-    with pytest.raises(ValueError, match="notes.txt.*unsupported"):
+    with pytest.raises(ValueError, match="notes.txt"):
         edge.read_image(bad)
 
 

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from medtf.data.spec import Preprocessing
+from medtf.preprocess import Preprocessing
 from medtf.export import edge, litert
 
 from ._helpers import tiny_classifier, write_ct_dicom
@@ -19,7 +19,7 @@ EDGE_REQUIREMENTS = ["numpy", "pydicom>=3", "ai-edge-litert"]
 def test_edge_runtime_without_tensorflow_matches_in_process(tmp_path):
     import tensorflow as tf
 
-    from medtf.export.saved_model import preprocess_graph
+    from medtf.preprocess import tf_ops
 
     spec = Preprocessing(intensity="window", windows=((1500, -600), (400, 40)), size=(32, 32))
     model = tiny_classifier(input_shape=(32, 32, 2), task="multiclass", num_classes=3)
@@ -37,7 +37,7 @@ def test_edge_runtime_without_tensorflow_matches_in_process(tmp_path):
     runner = edge.EdgeModel(path, threads=2)
     for p in dicoms:
         raw = edge.read_image(p)
-        x = preprocess_graph(tf.constant(raw[None]), spec, 2).numpy()
+        x = tf_ops.apply_chain(tf.constant(raw[None]), spec, batched=True).numpy()
         ref.append(runner.run(x)[0])
     ref = np.stack(ref)
 
@@ -54,7 +54,7 @@ def test_edge_runtime_without_tensorflow_matches_in_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["tf_installed"] is False and out["loaded"] == []
-    got = np.array([r["probabilities"] for r in out["results"]], dtype=np.float32)
+    got = np.array([list(r["probabilities"].values()) for r in out["results"]], dtype=np.float32)
     scale = runner._out["quantization"][0]
     # identical up to at most one output quantisation step (NumPy vs graph preprocessing rounding)
     assert np.max(np.abs(got - ref)) <= scale + 1e-6, (got, ref)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medtf.data.spec import Preprocessing
+from medtf.preprocess import Preprocessing
 from medtf.export import edge
 from medtf.export.saved_model import export_saved_model, read_warmup_requests
 

@@ -54,7 +54,7 @@ def test_volumes_labels_patient_split_and_load_round_trip(tmp_path):
     m = res.manifest
     assert res.exit_code == 0
     assert m["mode"] == "volume" and m["spatial_dims"] == 3 and m["image_dtype"] == "int16"
-    assert m["label_names"] == ["nodule", "normal"] and m["intensity"] == {"kind": "raw"}
+    assert m["label_names"] == ["nodule", "normal"] and m["preprocessing"]["intensity"] == "none" and m["preprocessing"]["pad"] == "min"
     assert sum(s["examples"] for s in m["splits"].values()) == 6
     assert all(f["outcome"] == "converted" for f in m["files"]) and len(m["files"]) == 18
     # patient-grouped, both labels in train (stratified)
@@ -89,7 +89,8 @@ def test_slice_mode_and_window_channels(tmp_path):
                                 split="train=1.0", progress=False))
     m = res.manifest
     assert res.exit_code == 0 and m["mode"] == "slice" and m["channels"] == 2 and m["image_dtype"] == "float32"
-    assert m["intensity"] == {"kind": "window", "windows": [[1500.0, -600.0], [350.0, 50.0]]}
+    assert m["preprocessing"]["intensity"] == "window"
+    assert m["preprocessing"]["windows"] == [[1500.0, -600.0], [350.0, 50.0]]
     assert m["splits"]["train"]["examples"] == 4
     recs = _records(tmp_path / "out", "train")
     for r in recs.values():

@@ -154,7 +154,7 @@ def test_medmnist_official_splits_and_bit_exact_round_trip(tmp_path, shared_data
     assert res.exit_code == 0
     m = res.manifest
     assert [m["splits"][s]["examples"] for s in ("train", "val", "test")] == list(sizes)
-    assert m["image_dtype"] == "uint8" and m["intensity"] == {"kind": "raw8"} and m["split_method"] == "input"
+    assert m["image_dtype"] == "uint8" and m["preprocessing"]["intensity"] == "none" and m["split_method"] == "input"
     npz = np.load(path)
     for split in ("train", "val", "test"):
         images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]

@@ -1,6 +1,10 @@
-"""The TF-free encoder and TFRecord framing against TensorFlow's own (byte for byte for frames)."""
+"""The TF-free encoder (the only record encoder) and TFRecord framing against TensorFlow's own, byte for byte."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,10 +15,19 @@ tf = pytest.importorskip("tensorflow")
 from medtf.records import schema  # noqa: E402
 
 
-def test_constants_match_schema():
-    assert enc.SCHEMA_VERSION == schema.SCHEMA_VERSION
-    assert enc.SCHEMA_NAME == schema.SCHEMA_NAME
-    assert enc.IMAGE_DTYPES == schema.IMAGE_DTYPES
+def test_constants_come_from_the_schema():
+    assert (enc.SCHEMA_VERSION, enc.SCHEMA_NAME, enc.IMAGE_DTYPES) == (
+        schema.SCHEMA_VERSION, schema.SCHEMA_NAME, schema.IMAGE_DTYPES)
+    assert not hasattr(schema, "encode_example")  # one encoder: medtf.records.encode
+
+
+def test_writing_records_never_imports_tensorflow():
+    code = ("import sys, numpy as np\n"
+            "from medtf.records import encode, reader, schema, writer\n"
+            "encode.frame_record(encode.encode_example(np.zeros((2, 2, 1), np.uint8), spacing=(1, 1), patient='p',"
+            " source='s', image_dtype='uint8'))\n"
+            "assert 'tensorflow' not in sys.modules, 'records imported TensorFlow'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("n", [0, 1, 9, 1023, 1024, 1025, 4096 + 3, 200_000])
@@ -53,11 +66,56 @@ def _examples():
                image_dtype="int32", label=(-3, 2**40))
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def _reference_example(image, *, spacing, patient, source, image_dtype, origin=None, direction=None, label=None,
+                       mask=None, modality=""):
+    """The same example built by hand with TensorFlow's protos (``tf.train.Example`` / ``tf.train.Features``)."""
+
+    def b(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    def i(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(x) for x in v]))
+
+    def f(v):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(x) for x in v]))
+
+    stored = np.ascontiguousarray(image, dtype=np.dtype(image_dtype).newbyteorder("<"))
+    geometry = {"spacing": [float(s) for s in spacing],
+                "origin": None if origin is None else [float(s) for s in origin],
+                "direction": None if direction is None else [float(s) for s in direction]}
+    feats = {
+        "image": b(stored.tobytes()), "image_shape": i(image.shape), "spacing": f(spacing),
+        "origin": f(origin if origin is not None else []), "direction": f(direction if direction is not None else []),
+        "geometry": b(json.dumps(geometry).encode()), "label": i(label if label is not None else []),
+        "patient": b(patient.encode()), "source": b(source.encode()), "modality": b(modality.encode()),
+    }
+    if mask is not None:
+        feats["mask"] = b(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+        feats["mask_shape"] = i(mask.shape)
+    return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
 @pytest.mark.parametrize("kw", list(_examples()), ids=["ct", "vol-mask", "rgb8", "widen"])
-def test_example_equals_schema_encoder(kw):
-    ours = tf.train.Example.FromString(enc.encode_example(**kw))
-    ref = tf.train.Example.FromString(schema.encode_example(**kw))
-    assert ours == ref
+def test_example_equals_tf_train_example_built_by_hand(kw):
+    ours = enc.encode_example(**kw)
+    ref = _reference_example(**kw)
+    parsed = tf.train.Example.FromString(ours)
+    assert parsed == ref  # identical features
+    assert set(parsed.features.feature) <= set(schema.feature_spec())  # only the schema's keys
+    # identical bytes: TensorFlow's serializer orders map entries as it likes (even deterministic=True is not
+    # plain key order), so the reference is TF's own bytes of each one-entry Features, concatenated in key
+    # order (the encoder's order), inside the Example's field 1.
+    entries = b"".join(tf.train.Features(feature={k: ref.features.feature[k]}).SerializeToString()
+                       for k in sorted(ref.features.feature))
+    assert ours == b"\x0a" + _varint(len(entries)) + entries
     parsed = schema.parse_example(tf.constant(enc.encode_example(**kw)), kw["image_dtype"])
     np.testing.assert_array_equal(parsed["image"].numpy(), kw["image"].astype(np.float32))
     if kw.get("mask") is not None:

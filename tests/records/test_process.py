@@ -10,13 +10,23 @@ from medtf.records.process import (
     ProcessError,
     ProcessOptions,
     cast_for_storage,
-    crop_or_pad,
+    conversion_spec,
     join_dtypes,
     natural_dtype,
     process_image,
-    resample_to_spacing,
-    resize,
 )
+
+
+def resize(img, size):
+    return process_image(img, ProcessOptions(size=size, image_dtype="float32"))
+
+
+def crop_or_pad(img, size, pad_value):
+    return process_image(img, ProcessOptions(size=size, resize="crop_or_pad"))
+
+
+def resample_to_spacing(img, spacing):
+    return process_image(img, ProcessOptions(spacing=spacing, image_dtype="float32"))
 
 
 def _img(shape, spacing, mask=False, origin=(10.0, 20.0, 30.0)):
@@ -96,16 +106,15 @@ def test_resize_matches_tf_image_resize(shape, size):
 
 def test_crop_or_pad_copies_exactly_and_moves_origin():
     img = _img((6, 7, 1), (0.5, 2.0), mask=True)
-    out = crop_or_pad(img, (4, 9), pad_value=-1024)
+    out = crop_or_pad(img, (4, 9), pad_value=None)
     assert out.array.shape == (4, 9, 1)
     np.testing.assert_array_equal(out.array[:, 1:8], img.array[1:5])
-    assert (out.array[:, 0] == -1024).all() and (out.mask[:, 0] == 0).all()
+    assert (out.array[:, 0] == img.array.min()).all() and (out.mask[:, 0] == 0).all()
     np.testing.assert_array_equal(out.mask[:, 1:8], img.mask[1:5])
     # row offset +1 (crop) → y += 0.5 mm; col offset -1 (pad) → x -= 2 mm
     np.testing.assert_allclose(out.origin, (10.0 - 2.0, 20.0 + 0.5, 30.0))
-    opts = ProcessOptions(size=(4, 9), resize="crop_or_pad")  # raw values are padded with the image minimum
-    np.testing.assert_array_equal(process_image(img, opts).array,
-                                  crop_or_pad(img, (4, 9), pad_value=img.array.min()).array)
+    assert out.array.dtype == img.array.dtype  # raw values are copied exactly and padded with the image minimum
+    assert out.array.min() == img.array.min()
 
 
 def test_resample_matches_scipy_linear_and_nearest_mask():
@@ -133,5 +142,20 @@ def test_option_errors_name_the_option():
         ProcessOptions(intensity="window")
     with pytest.raises(ValueError, match="window must be a preset"):
         ProcessOptions(intensity="window", windows=("lungs",))
+
+
+def test_conversion_spec_is_what_process_image_applies_and_reads_old_manifests():
+    from medtf.preprocess import apply
+
+    opts = ProcessOptions(intensity="window", windows=("lung",), spacing=(2.0, 1.0), size=(5, 7))
+    spec = opts.to_preprocessing()
+    img = _img((8, 9, 1), (1.0, 1.5))
+    np.testing.assert_array_equal(process_image(img, opts).array, apply(img.array, spec, img.spacing))
+    assert conversion_spec({"preprocessing": spec.to_dict()}) == spec
+    old = {"options": {"process": {"intensity": "raw", "windows": [], "spacing": None, "size": [4, 4],
+                                   "resize": "crop_or_pad", "image_dtype": None}}}
+    assert conversion_spec(old).size == (4, 4) and conversion_spec(old).pad == "min"
+    assert conversion_spec({"intensity": {"kind": "window", "windows": [[400, 40]]}}).windows == ((400.0, 40.0),)
+    assert conversion_spec({}) is None
     with pytest.raises(ProcessError, match="size needs 1 or 2 values"):
         process_image(_img((4, 4, 1), (1.0, 1.0)), ProcessOptions(size=(2, 2, 2)))

@@ -8,7 +8,7 @@ import yaml
 
 from medtf.training.config import TrainConfig, apply_overrides, load_config, parse_overrides
 from medtf.training.schedules import make_schedule
-from medtf.training.trainer import choose_threshold
+from medtf.training.thresholds import choose_threshold
 
 YAML = """
 records: data/records

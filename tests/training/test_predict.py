@@ -10,7 +10,7 @@ import pytest
 
 from training_helpers import make_records, tiny_config_dict
 from medtf.cli.main import main
-from medtf.data.spec import Preprocessing
+from medtf.preprocess import Preprocessing
 from medtf.training.config import TrainConfig
 from medtf.training.run import RunInfo
 

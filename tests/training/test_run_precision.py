@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from medtf.data.spec import Preprocessing
+from medtf.preprocess import Preprocessing
 from medtf.training.precision import select_policy
 from medtf.training.run import RunInfo
 

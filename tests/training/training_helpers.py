@@ -1,4 +1,4 @@
-"""Tiny generated records and configs for the training tests (written with ``medtf.records.schema.encode_example``).
+"""Tiny generated records and configs for the training tests (written with ``medtf.records.encode.encode_example``).
 
 A uniquely named module (not ``conftest``) so test imports never pick up another folder's conftest."""
 
@@ -17,7 +17,8 @@ def make_records(root, *, n_train=48, n_val=16, n_test=16, size=16, seed=0, per_
     """
     import tensorflow as tf
 
-    from medtf.records.schema import SCHEMA_VERSION, encode_example
+    from medtf.records.encode import encode_example
+    from medtf.records.schema import SCHEMA_VERSION
 
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def make_records(root, *, n_train=48, n_val=16, n_test=16, size=16, seed=0, per_
         splits[split] = {"examples": n, "patients": len(patients), "labels": counts, "shards": [name]}
     manifest = {
         "schema_version": SCHEMA_VERSION, "image_dtype": "uint8", "mode": "slice", "spatial_dims": 2,
-        "channels": 1, "splits": splits, "label_names": ["other", "top_left"], "intensity": {"kind": "raw8"},
+        "channels": 1, "splits": splits, "label_names": ["other", "top_left"], "preprocessing": {},
         "files": [],
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
