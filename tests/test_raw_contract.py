@@ -110,12 +110,13 @@ def _check_classifier_on_raw(run, records, src_root, tmp_path, int8: bool):
     assert set(got) == set(ref)
     for key, p in ref.items():
         assert abs(got[key] - float(p[-1])) <= 1e-4, key
-    files = {key: src_root / key for key in ref}
+    located = _unit_paths(src_root, info.spatial_dims)  # record keys are keyed pseudonyms of the paths
+    files = {key: located[key] for key in ref}
     series = {key for key in ref if key.startswith("series-")}
     # edge runtime (no TensorFlow in its path) on the raw files
     fp32 = next((run / "export").glob("*_fp32.tflite"))
     for key in ref:
-        path = _series_dir(src_root, key) if key in series else files[key]
+        path = files[key]
         res = predict_files(fp32, [path])
         assert len(res) == 1 and "error" not in res[0], res
         assert abs(res[0]["probability"] - float(ref[key][-1])) <= 1e-4, key
@@ -142,6 +143,14 @@ def _check_classifier_on_raw(run, records, src_root, tmp_path, int8: bool):
         np.testing.assert_allclose(p, ref[unit.key], atol=1e-4)
         checked += 1
     assert checked == len(ref)
+
+
+def _unit_paths(root, spatial_dims):
+    """{record key: the file (or a series' folder)} under ``root``, named as the converter named them."""
+    from medtf.io.inputs import iter_inputs
+
+    return {unit.key: (pathlib.Path(unit.paths[0]) if len(unit.paths) == 1 else pathlib.Path(unit.paths[0]).parent)
+            for unit, _ in iter_inputs([root], spatial_dims=spatial_dims)}
 
 
 def _series_dir(root, key):
@@ -359,7 +368,7 @@ def test_segmentation_masks_go_back_on_the_source_grid(tmp_path, spatial_dims):
             labels = segmentation_labels(np.asarray(model(np.asarray(x)[None]))[0])
             assert 0 < labels.mean() < 1  # a non-trivial mask
             if spatial_dims == 2:
-                fixed = sitk.ReadImage(str(ph / "dicom" / key))
+                fixed = sitk.ReadImage(str(_unit_paths(ph / "dicom", 2)[key]))
             else:
                 reader = sitk.ImageSeriesReader()
                 folder = _series_dir(ph / "dicom", key)

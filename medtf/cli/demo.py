@@ -112,6 +112,7 @@ def run_demo(out, *, quick: bool = False, patients: int | None = None, epochs: i
     records = out / "records"
     res = convert(ConvertConfig(inputs=(str(phantoms.images_dir),), output=str(records),
                                 labels=str(phantoms.labels_csv), split=DEMO_SPLIT, seed=seed, overwrite=True,
+                                keep_paths=True,  # generated phantoms: no identifier in their paths
                                 progress=progress))
     print("    " + format_summary(res.manifest).replace("\n", "\n    "))
     if res.manifest["counts"]["rejected_files"]:
@@ -254,11 +255,12 @@ def _parity_summary(report: dict) -> dict:
         "size_kb": round(e["size_bytes"] / 1024, 1),
         "latency_ms_p50": e.get("latency_ms"),
         "passed_gate": bool(e["passed"]),
+        "raw_parity_passed": bool((report.get("raw") or {}).get("passed", True)),
     }
 
 
 def main(args: argparse.Namespace) -> int:
-    """``medtf demo``: exit 0 on success, 2 for bad arguments, 3 when a step fails."""
+    """``medtf demo``: exit 0 on success, 1 when a parity gate fails, 2 for bad arguments, 3 when a step fails."""
     try:
         s = run_demo(args.out, quick=args.quick, patients=args.patients, epochs=args.epochs, seed=args.seed)
     except ValueError as exc:
@@ -278,4 +280,7 @@ def main(args: argparse.Namespace) -> int:
     e = s["edge_prediction"]
     print(f"  edge (DICOM):  {e['file']} → P={e['probability']:.3f}, prediction {e['prediction']}, truth {e['truth']}")
     print(f"  summary:       {pathlib.Path(s['out']) / 'demo_summary.json'}")
+    if not (p["passed_gate"] and p["raw_parity_passed"]):
+        print("medtf demo: the int8 parity gate failed (see export/parity.json); exit code 1", file=sys.stderr)
+        return 1
     return 0

@@ -1,6 +1,7 @@
 """``medtf edge predict|bench``: run exported ``.tflite`` models without TensorFlow.
 
-Exit codes: 0 ok; 1 some inputs could not be read (the others are predicted); 2 usage; 3 failed.
+Exit codes: 0 ok; 1 some inputs could not be read (the others are predicted); 2 usage (e.g. the model is
+not a .tflite file); 3 no input could be predicted, or the runtime failed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def register(subparsers) -> None:
     pr.add_argument("--runtime", choices=("ai_edge_litert", "tflite_runtime"), default=None)
     pr.add_argument("--output", default=None, help="write results as JSON here (default: print)")
     pr.add_argument("--masks", default=None, help="folder for segmentation masks (.npy, on the input's grid)")
+    pr.add_argument("--show-paths", action="store_true",
+                    help="add each input's path to the results (default: inputs are named by their keyed "
+                         "pseudonym only, since file and folder names can identify patients)")
     pr.set_defaults(func=run_predict)
     be = sub.add_parser("bench", help="latency percentiles and throughput (batch 1)")
     be.add_argument("model", help=".tflite file")
@@ -42,7 +46,8 @@ def run_predict(args) -> int:
     from medtf.export.edge import predict_files
 
     try:
-        results = predict_files(args.model, args.inputs, threads=args.threads, runtime=args.runtime)
+        results = predict_files(args.model, args.inputs, threads=args.threads, runtime=args.runtime,
+                                show_paths=True)  # paths on this terminal only; dropped from files below
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,23 +63,30 @@ def run_predict(args) -> int:
             if args.masks:
                 folder = pathlib.Path(args.masks)
                 folder.mkdir(parents=True, exist_ok=True)
-                target = folder / (pathlib.Path(res["input"]).stem + "_mask.npy")
+                target = folder / (res["input"].replace("#", "_").split(".")[0] + "_mask.npy")
                 np.save(target, res["mask"])
                 res["mask_file"] = str(target)
             res["mask_shape"] = list(res.pop("mask").shape)
             res.pop("probabilities", None)
         if "image" in res:
             res["image_shape"] = list(res.pop("image").shape)
-        out.append(res)
+        shown = res.get("path", res["input"])
+        if not args.show_paths:
+            res.pop("path", None)
+        out.append((shown, res))
+    errors = [(shown, r) for shown, r in out if "error" in r]
+    out = [r for _, r in out]
     text = json.dumps(out, indent=2)
     if args.output:
         pathlib.Path(args.output).write_text(text + "\n")
         print(f"wrote {len(out)} results to {args.output}")
     else:
         print(text)
-    errors = [r for r in out if "error" in r]
-    for r in errors:
-        print(f"rejected: {r['error']}", file=sys.stderr)
+    for shown, r in errors:  # the user's own terminal: the path as typed
+        print(f"rejected {shown}: {r['error']}", file=sys.stderr)
+    if errors and len(errors) == len(out):
+        print("medtf edge predict: no input could be predicted", file=sys.stderr)
+        return 3
     return 1 if errors else 0
 
 

@@ -31,10 +31,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medtf.evaluation.explain import explain_run
+    from medtf.io.types import NoReadableInput
 
     try:
         result = explain_run(args.run, args.inputs, args.out, class_index=args.class_index,
                              layer_name=args.layer, mode=args.mode)
+    except NoReadableInput as exc:
+        print(f"medtf explain: {exc}", file=sys.stderr)
+        return 3
     except (FileNotFoundError, ValueError) as exc:
         print(f"medtf explain: {exc}", file=sys.stderr)
         return 2

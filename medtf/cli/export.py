@@ -1,7 +1,8 @@
 """``medtf export RUN --format ...``: SavedModel / TFLite exports with a parity gate.
 
-Exit codes: 0 every export passed its parity gate; 1 an export exceeded its gate (QAT suggested);
-2 usage; 3 failed.
+Every requested format that can be exported is exported and checked; one that cannot is named with the
+reason and the fix. Exit codes: 0 every format exported and passed its gates (records and raw input); 1 a
+gate failed (QAT suggested) or some formats could not be exported; 2 usage; 3 no format could be exported.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def register(subparsers) -> None:
                    help="runtime the TFLite files must run on")
     p.add_argument("--io", choices=("int8", "uint8", "float32"), default="int8", help="int8 model I/O type")
     p.add_argument("--calibration-examples", type=int, default=500, help="int8 calibration examples (>= 200)")
+    p.add_argument("--calibration-split", default=None,
+                   help="records split the int8 calibration (and QAT) examples come from (default: the run's train split)")
     p.add_argument("--gate", default=None, help="parity gates, e.g. 'int8=0.01,fp16=0.001' (max metric drop)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity evaluation (and the gate)")
     p.add_argument("--max-test", type=int, default=None, help="evaluate on at most this many test examples")
@@ -87,7 +90,8 @@ def _load_data(run_dir: pathlib.Path, args, n_train: int):
     records = pathlib.Path(cfg.records)
     if not records.is_absolute() and not records.exists():
         records = run_dir / records
-    xt, yt = _arrays_from_dataset(build_dataset(records, cfg.train_split, cfg.data, training=False, seed=cfg.seed),
+    cal_split = getattr(args, "calibration_split", None) or cfg.train_split
+    xt, yt = _arrays_from_dataset(build_dataset(records, cal_split, cfg.data, training=False, seed=cfg.seed),
                                   n_train)
     xs, ys = _arrays_from_dataset(build_dataset(records, cfg.test_split, cfg.data, training=False, seed=cfg.seed),
                                   args.max_test)
@@ -107,6 +111,20 @@ def _targets(task: str, y, n_out: int):
     if task == "ordinal":
         return (y[:, None] > np.arange(n_out)[None]).astype("float32")
     return y[:, None].astype("float32")
+
+
+def _export_one(fmt, model, out, name, args, info, calibration, common, export_saved_model, litert, artifacts):
+    """Export one format into ``artifacts`` (raises on failure; the caller records it)."""
+    if fmt == "savedmodel":
+        artifacts[fmt] = export_saved_model(model, out / "savedmodel", preprocessing=info.chain, name=name,
+                                            version=args.version,
+                                            metadata={"task": info.task, "class_names": list(info.class_names),
+                                                      "threshold": info.threshold,
+                                                      "source": {"run": str(common["source_run"])}})
+        return
+    path = out / f"{name}_{fmt.replace('tflite-', '')}.tflite"
+    litert.export_tflite(model, path, fmt, calibration=calibration, io_dtype=args.io, target=args.target, **common)
+    artifacts[fmt] = path
 
 
 def _raw_parity(run_dir: pathlib.Path, info, model, artifacts: dict, args) -> dict | None:
@@ -216,21 +234,25 @@ def run(args) -> int:
                       threshold=info.threshold, source_run=str(run_dir), name=name,
                       source_sha256=sha256_file(model_file) if model_file.is_file() else None)
         artifacts: dict[str, pathlib.Path] = {}
+        failures: dict[str, str] = {}
+        n_cal = 0 if x_train is None else len(x_train)
+        cal_name = args.calibration_split or "train"
         for fmt in formats:
-            print(f"exporting {fmt} …", flush=True)
-            if fmt == "savedmodel":
-                artifacts[fmt] = export_saved_model(model, out / "savedmodel", preprocessing=info.chain,
-                                                    name=name, version=args.version,
-                                                    metadata={"task": info.task,
-                                                              "class_names": list(info.class_names),
-                                                              "threshold": info.threshold,
-                                                              "source": {"run": str(run_dir)}})
+            if fmt == "tflite-int8" and n_cal < litert.MIN_CALIBRATION:
+                failures[fmt] = (f"int8 needs >= {litert.MIN_CALIBRATION} calibration examples; the {cal_name} split "
+                                 f"has {n_cal}: use --calibration-split SPLIT or more data")
                 continue
-            path = out / f"{name}_{fmt.replace('tflite-', '')}.tflite"
-            litert.export_tflite(model, path, fmt, calibration=calibration, io_dtype=args.io, target=args.target,
-                                 **common)
-            artifacts[fmt] = path
-        if args.qat or args.prune is not None:
+            print(f"exporting {fmt} …", flush=True)
+            try:
+                _export_one(fmt, model, out, name, args, info, calibration, common, export_saved_model, litert,
+                            artifacts)
+            except Exception as exc:  # noqa: BLE001 - the other formats still export
+                failures[fmt] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                continue
+        if (args.qat or args.prune is not None) and n_cal < litert.MIN_CALIBRATION:
+            failures["qat" if args.qat else "pruned"] = (
+                f"QAT/pruning needs >= {litert.MIN_CALIBRATION} training examples; the {cal_name} split has {n_cal}")
+        elif args.qat or args.prune is not None:
             from medtf.export import qat
 
             n_out = int(model.outputs[0].shape[-1])
@@ -256,14 +278,20 @@ def run(args) -> int:
         return EXIT_FAILED
     for fmt, path in artifacts.items():
         print(f"  {fmt:<18} {path}")
+    for fmt, why in failures.items():
+        print(f"  {fmt:<18} NOT exported: {why}", file=sys.stderr)
+    if not artifacts:
+        print("error: no format could be exported", file=sys.stderr)
+        return EXIT_FAILED
+    partial = EXIT_CHECK_FAILED if failures else EXIT_OK
     if args.no_parity:
-        return EXIT_OK
+        return partial
     if x_test is None or not len(x_test):
         print("error: no test examples for the parity check (use --no-parity to skip)", file=sys.stderr)
         return EXIT_FAILED
     if info.task == "restoration":
         print("note: parity metrics are not defined for restoration; skipping the gate")
-        return EXIT_OK
+        return partial
     report = parity.parity_report(model, artifacts, x_test, y_test, task=info.task, threshold=info.threshold,
                                   gates=gates, reference_size_path=run_dir / "model.keras")
     try:
@@ -294,4 +322,7 @@ def run(args) -> int:
         print(f"parity gate exceeded for {', '.join(report['failed'])}: the export loses more than allowed "
               f"({details}). Try `--qat` (quantization-aware training) or a float format.", file=sys.stderr)
         return EXIT_CHECK_FAILED
-    return EXIT_OK
+    if failures:
+        report["not_exported"] = failures
+        parity.write_report(report, out / "parity.json")
+    return partial

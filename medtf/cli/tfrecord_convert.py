@@ -20,6 +20,7 @@ examples:
   tfrecord-convert ct_series/ --output vol/ --mode volume --spacing 1.5 --size 64,128,128
   tfrecord-convert ct/ --output win/ --intensity window --window lung --window mediastinum
   tfrecord-convert pneumoniamnist.npz --output pneumonia/          # keeps the official splits
+  tfrecord-convert /shared/ct --output /shared/records --key-file site.key --runner beam --workers 8
 
 labels CSV: a 'path' column (relative to the input folder; a folder applies to every file below it)
 and a 'label' column, or one 0/1 column per label (multi-label); an optional 'split' column.
@@ -66,6 +67,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resample to this spacing (mm; one value or one per axis: row,col / slice,row,col)")
     parser.add_argument("--size", type=_csv_numbers(int, "--size"), metavar="N[,N...]",
                         help="output size (H,W or D,H,W)")
+    parser.add_argument("--keep-paths", action="store_true",
+                        help="name sources by their paths relative to INPUT in records, manifest and logs (UIDs in "
+                        "them still replaced) — only for data known to be anonymous; default: keyed pseudonyms "
+                        "F-<hex>.dcm, since folder and file names can identify patients")
+    parser.add_argument("--lookup", action="store_true",
+                        help="print which input file each pseudonymous source name stands for (this terminal only; "
+                        "needs the same pseudonym key), then exit; no records are written")
+    parser.add_argument("--nan-value", type=float, default=None, metavar="V",
+                        help="replace NaN/Inf input values with V (default: reject such inputs, with the count)")
     parser.add_argument("--resize", choices=("resize", "crop_or_pad"), default="resize",
                         help="how --size is reached: linear resize (default) or centre crop/pad")
     parser.add_argument("--voi", action="store_true", help="apply the DICOM header's VOI LUT/window when reading "
@@ -82,6 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "CSV split column). Default: the input's splits when every source has one, else 0.7,0.15,0.15")
     parser.add_argument("--seed", type=int, default=0, help="seed for the patient split and record order (default 0)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--runner", choices=("local", "beam"), default="local",
+                        help="local (default): this machine's processes; beam: an Apache Beam job (pip install "
+                        "medtf[beam]; DirectRunner with --workers processes unless --beam-option runner=... says "
+                        "otherwise), same output (docs/scale.md)")
+    parser.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="Beam pipeline option, repeatable (e.g. runner=FlinkRunner, flink_master=HOST:8081); "
+                        "needs --runner beam")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted run in --output")
     parser.add_argument("--overwrite", action="store_true", help="replace the records already in --output")
     parser.add_argument("--key-file", metavar="PATH", help="pseudonym key file (default: $MEDTF_PSEUDONYM_KEY or "
@@ -115,18 +132,33 @@ def run(args: argparse.Namespace) -> int:
     from medtf.records.convert import EXIT_FAILED, EXIT_USAGE, ConvertConfig, ConvertError, convert, format_summary
     from medtf.records.process import ProcessOptions
 
+    if args.lookup:
+        return _lookup(args)
     try:
         windows = _windows(args.window)
         intensity = args.intensity or ("window" if windows else "none")
         process = ProcessOptions(intensity=intensity, windows=windows, spacing=args.spacing, size=args.size,
-                                 resize=args.resize)
+                                 resize=args.resize, nan_value=args.nan_value)
         config = ConvertConfig(
             inputs=tuple(args.inputs), output=args.output, labels=args.labels, mode=args.mode, process=process,
             split=args.split, seed=args.seed, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
             key_file=args.key_file, shard_mb=args.shard_mb, read_options=_read_options(args),
-            progress=not args.no_progress, keep_work=args.keep_work,
+            progress=not args.no_progress, keep_work=args.keep_work, keep_paths=args.keep_paths,
         )
-        result = convert(config)
+        if args.runner == "beam":
+            from medtf.records.beam import convert_beam
+
+            result = convert_beam(config, args.beam_option)
+        elif args.beam_option:
+            raise ConvertError("--beam-option needs --runner beam")
+        else:
+            result = convert(config)
+    except ImportError as exc:
+        if "pip install medtf[" in str(exc):  # an optional extra is missing (the message names it)
+            print(f"tfrecord-convert: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"tfrecord-convert: failed ({type(exc).__name__}); rerun with MEDTF_DEBUG=1 for details", file=sys.stderr)
+        return EXIT_FAILED
     except (ConvertError, ValueError) as exc:
         print(f"tfrecord-convert: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -141,7 +173,36 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(format_summary(result.manifest))
     print(f"wrote {result.output}/manifest.json (exit code {result.exit_code})")
+    if result.exit_code == EXIT_FAILED:
+        n = result.manifest["counts"]["files"]
+        print(f"tfrecord-convert: no readable input: {n} file(s) found, none converted"
+              + (" (see the rejections above and in manifest.json)" if n else " (the input folder is empty)"),
+              file=sys.stderr)
     return result.exit_code
+
+
+def _lookup(args) -> int:
+    """``--lookup``: the pseudonymous name of every input file (and series) next to its path, on stdout."""
+    import os
+    import pathlib
+
+    from medtf.io import Pseudonymizer, discover
+    from medtf.io.sources import walk_inputs
+
+    try:
+        pz = Pseudonymizer.from_key_file(args.key_file) if args.key_file else Pseudonymizer.default()
+        pairs, _ = walk_inputs(args.inputs)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"tfrecord-convert: error: {exc}", file=sys.stderr)
+        return 2
+    print("name\tpath")
+    for path, rel in pairs:
+        print(f"{pz.source(rel, keep_path=args.keep_paths)}\t{path}")
+    units, _ = discover(args.inputs, pseudonymizer=pz, mode=args.mode)
+    for unit in units:
+        if unit.kind == "dicom_series":
+            print(f"{unit.key}\t{os.path.commonpath([str(pathlib.Path(p).parent) for p in unit.paths])}")
+    return 0
 
 
 def build_parser(prog: str = "tfrecord-convert") -> argparse.ArgumentParser:

@@ -24,6 +24,14 @@ def register(subparsers) -> None:
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="patient-grouped K-fold cross-validation on train+val (K >= 2), with a fold ensemble on test")
     p.add_argument("--run-dir", default=None, help="run folder (default: output_dir/run_name from the config)")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                   help="default: one device; mirrored: all local GPUs (tf.distribute.MirroredStrategy); multiworker: "
+                   "one process per worker (MultiWorkerMirroredStrategy; cluster from $TF_CONFIG or --cluster). "
+                   "See docs/scale.md")
+    p.add_argument("--cluster", default=None, metavar="FILE",
+                   help="this worker's TF_CONFIG as a JSON file (cluster + task); implies --strategy multiworker")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run of the same name (its whole folder: model, evaluations, exports)")
     p.set_defaults(func=run)
 
 
@@ -36,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
             if args.folds < 2:
                 raise ValueError(f"--folds must be >= 2. Received: {args.folds}")
             config = config.replace(folds=args.folds)
+        strategy, cluster = args.strategy, None
+        if args.cluster is not None:
+            if strategy == "mirrored":
+                raise ValueError("--cluster needs --strategy multiworker (mirrored uses this machine's GPUs only)")
+            from medtf.training.trainer import load_cluster
+
+            strategy, cluster = "multiworker", load_cluster(args.cluster)
+        if strategy != "default" and config.folds and int(config.folds) >= 2:
+            raise ValueError(f"--strategy {strategy} cannot be combined with --folds (train the folds one by one)")
     except (FileNotFoundError, ValueError) as exc:
         print(f"medtf train: {exc}", file=sys.stderr)
         return 2
@@ -48,12 +65,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             from medtf.training.trainer import train
 
-            out = train(config, resume=args.resume, run_dir=args.run_dir)
+            out = train(config, resume=args.resume, run_dir=args.run_dir, overwrite=args.overwrite,
+                        strategy=strategy, cluster=cluster)
             print(f"run folder: {out}")
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"medtf train: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - report, exit code 3
+        if strategy == "multiworker" and type(exc).__name__ in ("UnavailableError", "CancelledError"):
+            print(f"medtf train: training failed: a worker of the cluster stopped ({type(exc).__name__}); restart "
+                  "every worker with --resume (docs/scale.md)", file=sys.stderr)
+            return 3
         print(f"medtf train: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
     return 0

@@ -32,6 +32,13 @@ GEOMETRIC_OPS = ("flip", "rot90", "affine", "elastic")
 INTENSITY_OPS = ("brightness", "contrast", "gamma", "noise", "blur")
 
 
+def _did_you_mean(name: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(choices), n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class OpConfig:
     """One augmentation op: ``name`` applied with probability ``p`` and op-specific ``magnitude``.
@@ -299,8 +306,11 @@ class DataConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown DataConfig keys {unknown}; expected some of {sorted(known)}")
+            raise ValueError(f"unknown config key {'data.' + unknown[0]!r}"
+                             f"{_did_you_mean(unknown[0], known)}; expected one of {sorted(known)}")
         d = dict(d)
+        if isinstance(d.get("preprocessing"), dict):
+            d["preprocessing"] = Preprocessing.from_dict(d["preprocessing"], where="data.preprocessing")
         if d.get("class_targets") is not None:
             d["class_targets"] = tuple(d["class_targets"])
         return cls(**d)

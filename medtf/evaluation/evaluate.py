@@ -544,8 +544,23 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
         if isinstance(report.get("threshold"), dict) and thr is not None:
             report["threshold"]["source"] = "model.json"
         keys = _class_index_keys(patients)
-        rows = [{"case": k, "patient": pt, "label": (y[i].tolist() if y.ndim > 1 else int(y[i])),
-                 "probabilities": p[i].tolist()} for i, (k, pt) in enumerate(zip(keys, patients))]
+        from medtf.interpret import decide
+
+        cn = report.get("class_names") or []
+        thr_value = (report.get("threshold") or {}).get("value") if isinstance(report.get("threshold"), dict) else None
+        decided = decide(task, p, thr_value) if task != "multilabel" else None
+
+        def name(k):
+            return cn[int(k)] if int(k) < len(cn) else str(int(k))
+
+        rows = []
+        for i, (k, pt) in enumerate(zip(keys, patients)):
+            row = {"case": k, "patient": pt, "label": (y[i].tolist() if y.ndim > 1 else int(y[i]))}
+            if decided is not None:
+                row.update({"label_name": name(y[i]), "prediction": int(decided[i]),
+                            "prediction_name": name(decided[i])})
+            row["probabilities"] = p[i].tolist()
+            rows.append(row)
     elif task == "segmentation":
         from tqdm.auto import tqdm
 

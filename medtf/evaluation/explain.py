@@ -255,8 +255,67 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, *, alpha: float =
     return path
 
 
+def cam_on_source(cam: np.ndarray, amap) -> np.ndarray:
+    """A model-grid heatmap on the source grid: linear interpolation through the chain's geometric steps
+    (``medtf.preprocess.grid.AxisMap``); source voxels outside the model grid get 0."""
+    from scipy import ndimage
+
+    cam = np.asarray(cam, dtype=np.float64)
+    axes = []
+    valid = np.ones(amap.in_shape, dtype=bool)
+    for axis, (n_src, n_out, off, k) in enumerate(zip(amap.in_shape, amap.out_shape, amap.offset, amap.scale)):
+        r = (np.arange(n_src, dtype=np.float64) - off) / k
+        axes.append(r)
+        ok = (r >= -0.5) & (r <= n_out - 0.5)
+        shape = [1] * len(amap.in_shape)
+        shape[axis] = n_src
+        valid &= ok.reshape(shape)
+    coords = np.meshgrid(*axes, indexing="ij")
+    out = ndimage.map_coordinates(cam, coords, order=1, mode="nearest")
+    return np.where(valid, out, 0.0)
+
+
+def save_figure(path, image: np.ndarray, heatmap: np.ndarray, title: str, *, alpha: float = 0.45,
+                layer: str | None = None) -> pathlib.Path:
+    """The Grad-CAM figure at the source image's resolution: the image (1-99 percentile stretch), the
+    heatmap over it, a title (class, probability) and a colour bar; 3D: the three orthogonal mid-slices.
+
+    Args:
+        path: output ``.png``.
+        image: (H, W[, C]) or (D, H, W[, C]) source image (raw values).
+        heatmap: the same spatial shape, values in [0, 1].
+        title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.asarray(image)
+    heat = np.clip(np.asarray(heatmap, dtype=np.float64), 0, 1)
+    if image.ndim == heat.ndim + 1:
+        image = image.mean(axis=-1)
+    pairs = [(image, heat)] if heat.ndim == 2 else list(zip(_mid_slices(image), _mid_slices(heat)))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs) + 0.8, 4.4), squeeze=False)
+    mappable = None
+    for ax, (img, h) in zip(axes[0], pairs):
+        ax.imshow(_to_gray01(img), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        mappable = ax.imshow(h, cmap="jet", vmin=0, vmax=1, alpha=alpha * (h > 0.05), interpolation="bilinear")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(mappable, ax=axes[0].tolist(), fraction=0.046, pad=0.04)
+    bar.set_label("Grad-CAM, relative importance" + (f" ({layer})" if layer else ""))
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def explain_images(model, images, out_dir, *, keys: Sequence[str] | None = None, class_index=None,
-                   layer_name: str | None = None, class_names: Sequence[str] | None = None) -> list[dict]:
+                   layer_name: str | None = None, class_names: Sequence[str] | None = None,
+                   sources: Sequence | None = None) -> list[dict]:
     """Grad-CAM + overlay PNGs for a batch of preprocessed images.
 
     Args:
@@ -265,7 +324,9 @@ def explain_images(model, images, out_dir, *, keys: Sequence[str] | None = None,
         out_dir: folder for ``case_XXXX_gradcam.png``.
         keys: pseudonymous keys recorded next to each PNG (never file names or patient IDs).
         class_index, layer_name: see :func:`grad_cam`.
-        class_names: names of the output units, for the summary.
+        class_names: names of the output units, for the summary and the titles.
+        sources: optional ``(source image, AxisMap)`` per image: the PNG then shows the source image at
+            its own resolution with the heatmap mapped onto it (:func:`save_figure`); else the model input.
 
     Returns:
         One dict per image: ``case``, ``key``, ``png``, ``class_index``, ``class_name``, ``probabilities``,
@@ -283,8 +344,20 @@ def explain_images(model, images, out_dir, *, keys: Sequence[str] | None = None,
     rows = []
     for i in range(x.shape[0]):
         case = f"case_{i + 1:04d}"
-        png = save_overlay(out_dir / f"{case}_gradcam.png", x[i], cams[i])
         c = int(chosen[i])
+        name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+        p_c = float(probs[i][c]) if probs.shape[1] > 1 else float(probs[i][0])
+        if probs.shape[1] == 1 and class_names is not None and len(class_names) == 2:
+            name = f"P({class_names[1]})"
+        title = f"{case}: {name} = {p_c:.3f}"
+        shown = list(x[i].shape[:-1])
+        if sources is not None:
+            src, amap = sources[i]
+            png = save_figure(out_dir / f"{case}_gradcam.png", src, cam_on_source(cams[i], amap), title,
+                              layer=layer_name)
+            shown = list(amap.in_shape)
+        else:
+            png = save_figure(out_dir / f"{case}_gradcam.png", x[i], cams[i], title, layer=layer_name)
         rows.append({
             "case": case,
             "key": keys[i] if keys is not None else case,
@@ -293,6 +366,8 @@ def explain_images(model, images, out_dir, *, keys: Sequence[str] | None = None,
             "class_name": class_names[c] if class_names is not None and c < len(class_names) else None,
             "probabilities": probs[i].tolist(),
             "peak": [int(v) for v in np.unravel_index(int(np.argmax(cams[i])), cams[i].shape)],
+            "shown_shape": shown,
+            "title": title,
             "layer": layer_name,
         })
     return rows
@@ -358,7 +433,9 @@ def explain_run(run_dir, inputs: Sequence, out_dir, *, class_index: int | None =
     model = load_model(run_dir)
     images, rejected = _read_inputs(inputs, mode)
     in_shape = tuple(model.inputs[0].shape[1:])
-    xs, units = [], []
+    from medtf.preprocess import chain_map
+
+    xs, units, sources = [], [], []
     for u, unit, img in images:
         try:
             x = apply_chain(img.array, info.chain, img.spacing)
@@ -371,13 +448,16 @@ def explain_run(run_dir, inputs: Sequence, out_dir, *, class_index: int | None =
             )
         xs.append(x)
         units.append(u)
+        sources.append((img.array, chain_map(info.chain, img.array.shape[:-1], img.spacing)))
     if not xs:
         detail = "; ".join(f"{p}: {r}" for p, r in rejected[:5])
-        raise ValueError(f"no readable image among the inputs{': ' + detail if detail else ''}")
+        from medtf.io.types import NoReadableInput
+
+        raise NoReadableInput(f"no readable image among the inputs{': ' + detail if detail else ''}")
     layer_name = layer_name or find_target_layer(model)
     out_dir = pathlib.Path(out_dir)
     rows = explain_images(model, np.stack(xs), out_dir, class_index=class_index, layer_name=layer_name,
-                          class_names=list(info.class_names))
+                          class_names=list(info.class_names), sources=sources)
     for row, u in zip(rows, units):
         row["input_unit"] = int(u)
         row.pop("key", None)

@@ -185,7 +185,64 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;margin:.5em 1em .5em 0;border:1px solid #eee}.note{color:#555;font-size:.85em}
+.warn{background:#fff4e5;border-left:4px solid #e67e22;padding:.6em 1em;margin:1em 0}
+.warn img{max-width:360px;display:block}.clinic{background:#f4f8fb;border-left:4px solid #2e86c1;padding:.4em 1em}
 """
+
+#: expected calibration error above which the report warns that probabilities are not risks
+ECE_WARNING = 0.1
+
+
+def report_warnings(report: dict) -> list[str]:
+    """Plain-language warnings for a report (today: a badly calibrated classifier)."""
+    out = []
+    m = report.get("metrics") or {}
+    ece = m.get("ece")
+    if report.get("task") in ("binary", "multiclass", "ordinal") and isinstance(ece, (int, float)) and ece > ECE_WARNING:
+        out.append(f"Poorly calibrated: expected calibration error {ece:.2f} (> {ECE_WARNING:.2f}). The model's "
+                   "probabilities are scores, not risks — a 0.8 does not mean an 80% chance. Decisions at the "
+                   "threshold below are still valid; see the reliability diagram.")
+    return out
+
+
+def _pct(v) -> str:
+    return "–" if v is None or not isinstance(v, (int, float)) or v != v else f"{100 * v:.0f}%"
+
+
+def _clinical_html(report: dict) -> str:
+    """'What these numbers mean' for a binary report, at the chosen threshold."""
+    if report.get("task") != "binary":
+        return ""
+    m = report.get("metrics") or {}
+    names = report.get("class_names") or ["negative", "positive"]
+    pos, neg = html.escape(str(names[-1])), html.escape(str(names[0]))
+    thr = report.get("threshold") or {}
+    n, npos = m.get("n") or 0, m.get("positives") or 0
+    prev = npos / n if n else None
+
+    def ci(key):
+        c = m.get(f"{key}_ci")
+        return f" (95% CI {_pct(c[0])}–{_pct(c[1])})" if c and c[0] is not None else ""
+
+    src = str(thr.get("source") or "")
+    where = ("chosen on the validation split by medtf train, stored in model.json" if src == "model.json"
+             else (f"source: {src}" if src else "chosen on the validation split"))
+    lines = [
+        f"<p>At the operating threshold {_num(thr.get('value'))} ({html.escape(str(thr.get('method')))}; "
+        f"{html.escape(where)}), on these {n} test images ({npos} with <b>{pos}</b>, prevalence "
+        f"{_pct(prev)}):</p><ul>",
+        f"<li><b>Sensitivity {_pct(m.get('sensitivity'))}</b>{ci('sensitivity')}: of 100 images with {pos}, about "
+        f"{_pct(m.get('sensitivity')).rstrip('%')} are flagged; the rest are missed (false negatives: {m.get('fn')}).</li>",
+        f"<li><b>Specificity {_pct(m.get('specificity'))}</b>{ci('specificity')}: of 100 images labelled {neg}, about "
+        f"{_pct(m.get('specificity')).rstrip('%')} are correctly not flagged (false alarms: {m.get('fp')}).</li>",
+        f"<li><b>PPV {_pct(m.get('ppv'))}</b>{ci('ppv')}: a flagged image has {pos} this often. <b>NPV "
+        f"{_pct(m.get('npv'))}</b>{ci('npv')}: an unflagged image is truly {neg} this often. PPV and NPV depend on "
+        f"the prevalence; at a different prevalence they change, sensitivity and specificity do not.</li>",
+        f"<li><b>AUC {_num((m.get('auc') or {}).get('value') if isinstance(m.get('auc'), dict) else m.get('auc'))}</b>: "
+        "the chance that a random image with the finding scores higher than a random one without, over all thresholds.</li>",
+        "</ul>",
+    ]
+    return '<div class="clinic"><h2>What these numbers mean</h2>' + "".join(lines) + "</div>"
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -283,10 +340,18 @@ def _html(report: dict, images: dict[str, pathlib.Path], title: str) -> str:
         data = base64.b64encode(pathlib.Path(path).read_bytes()).decode("ascii")
         imgs.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
     notes = html.escape(report.get("notes", ""))
+    warns = ""
+    for w in report.get("warnings") or []:
+        img = ""
+        if "calibration" in images and "calibrat" in w.lower():
+            data = base64.b64encode(pathlib.Path(images["calibration"]).read_bytes()).decode("ascii")
+            img = f'<img alt="reliability diagram" src="data:image/png;base64,{data}">'
+        warns += f'<div class="warn"><b>Warning.</b> {html.escape(w)}{img}</div>'
     return (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{' · '.join(info)}</p>"
+        f"<h1>{html.escape(title)}</h1><p>{' · '.join(info)}</p>{warns}"
+        f"{_clinical_html(report)}"
         f"<h2>Metrics</h2>{_summary_html(report)}"
         f"<h2>Plots</h2>{''.join(imgs) or '<p>none</p>'}"
         f"<p class=\"note\">{notes}</p>"
@@ -335,6 +400,7 @@ def write_report(report: dict, out_dir, *, title: str = "medtf evaluation", plot
         if report.get("task") == "restoration" and report.get("metrics", {}).get("psnr"):
             written["restoration"] = _plot_restoration(report["metrics"], out / PLOT_FILES["restoration"])
     report["plots"] = {k: p.name for k, p in written.items()}
+    report["warnings"] = report_warnings(report)
     json_path = out / "report.json"
     json_path.write_text(json.dumps(to_jsonable(report), indent=1, allow_nan=False) + "\n")
     html_path = out / "report.html"

@@ -78,10 +78,16 @@ def read_image(path) -> np.ndarray:
         FileNotFoundError: missing file.
         ValueError: unsupported or undecodable file (the message names it).
     """
+    from medtf.io.inputs import site_pseudonymizer
+
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
-    (_, array, _, _), *_ = _images_of(path, 3 if path.suffix.lower() in (".nii", ".gz") else 2, False)
+    try:
+        (_, _, array, _, _), *_ = _images_of(path, 3 if path.suffix.lower() in (".nii", ".gz") else 2, False,
+                                             site_pseudonymizer())
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return np.asarray(array, dtype=np.float32)
 
 
@@ -128,6 +134,23 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((np.asarray(q, np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
+def check_tflite_file(path) -> None:
+    """Raise a one-line error unless ``path`` is a readable TFLite flatbuffer (``TFL3`` identifier).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a ``.tflite`` model (a PNG, a DICOM, a truncated file...).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise ValueError(f"{path}: not a .tflite model (no TFLite flatbuffer identifier); pass the model file "
+                         "from `medtf export` first, then the inputs")
+
+
 class EdgeModel:
     """A ``.tflite`` file and its metadata, ready to predict on raw images.
 
@@ -143,6 +166,7 @@ class EdgeModel:
 
     def __init__(self, tflite_path, metadata: dict | None = None, *, threads: int = 2, runtime: str | None = None):
         self.path = pathlib.Path(tflite_path)
+        check_tflite_file(self.path)
         self.metadata = metadata if metadata is not None else load_metadata(self.path)
         cls, self.runtime, self.runtime_version = load_interpreter_class(runtime)
         self.interpreter = cls(model_path=str(self.path), num_threads=int(threads))
@@ -226,69 +250,91 @@ class EdgeModel:
         return res
 
 
-def _images_of(path: pathlib.Path, spatial_dims: int, voi: bool):
-    """[(suffix, array, spacing, image)] of one input (file or folder); raises ValueError/OSError."""
+def _images_of(path: pathlib.Path, spatial_dims: int, voi: bool, pseudonymizer):
+    """[(name, suffix, array, spacing, image)] of one input (file or folder); raises ValueError/OSError.
+
+    ``name`` is the unit's pseudonymous key (``medtf.io``), ``suffix`` what picks the image inside the
+    input (``#<unit>`` in a folder, ``#<index>``, ``#slice<k>``)."""
     if path.suffix.lower() == ".npy" and path.is_file():
         x = np.load(path, allow_pickle=False).astype(np.float32)
-        return [("", x[..., None] if x.ndim == spatial_dims else x, None, None)]
+        return [(pseudonymizer.source(path.name), "", x[..., None] if x.ndim == spatial_dims else x, None, None)]
     from medtf.io.inputs import iter_inputs
 
     rejected: list = []
-    items = list(iter_inputs([str(path)], spatial_dims=spatial_dims, voi=voi, rejected=rejected))
+    items = list(iter_inputs([str(path)], spatial_dims=spatial_dims, voi=voi, rejected=rejected,
+                             pseudonymizer=pseudonymizer))
     if not items:
         reason = rejected[0][1] if rejected else "no readable image"
-        raise ValueError(f"{path}: {reason}")
+        raise ValueError(reason)
     out = []
     many = len(items) > 1
     for unit, image in items:
         tag = f"#{unit.key}" if many and path.is_dir() else ""
-        tag += f"#{image.index}" if image.index else ""
+        idx = f"#{image.index}" if image.index else ""
         a = np.asarray(image.array)
         if a.ndim - 1 == spatial_dims + 1 and spatial_dims == 2:  # a volume for a 2D model: slice by slice
-            out += [(f"{tag}#slice{k}", a[k], tuple(image.spacing)[1:], image) for k in range(a.shape[0])]
+            out += [(unit.key + idx + f"#slice{k}", tag + idx + f"#slice{k}", a[k], tuple(image.spacing)[1:], image)
+                    for k in range(a.shape[0])]
         else:
-            out.append((tag, a, tuple(image.spacing), image))
+            out.append((unit.key + idx, tag + idx, a, tuple(image.spacing), image))
     return out
 
 
 def predict_files(tflite_path, inputs: Iterable, *, metadata: dict | None = None, threads: int = 2,
-                  runtime: str | None = None) -> list[dict]:
-    """Predict every input file (DICOM, PNG/JPEG, .npy) with an exported model.
+                  runtime: str | None = None, show_paths: bool = False) -> list[dict]:
+    """Predict every input (DICOM files or series folders, NIfTI, PNG/JPEG/TIFF, .npy) with an exported model.
 
     Args:
         tflite_path: the ``.tflite`` file (metadata from its sidecar JSON or flatbuffer).
-        inputs: paths.
+        inputs: files or folders.
         metadata: override the stored metadata.
         threads: interpreter threads.
         runtime: force "ai_edge_litert" or "tflite_runtime".
+        show_paths: add ``"path"`` (the path as given) to each result. Off by default: file and folder
+            names are identifiers, so results name inputs by their keyed pseudonym (``"input"``, the same
+            as the records' ``source`` under the site's key).
 
     Returns:
-        One dict per input: {"input": path, "probabilities", "prediction", "label"} (classification),
-        {"input", "mask", "probabilities"} (segmentation), or {"input", "error"} when the input
-        could not be read (the others are still predicted).
+        One dict per image: {"input", "probability"/"probabilities", "prediction", "label", ...}
+        (classification, ``medtf.interpret``), {"input", "mask", "probabilities", "geometry"}
+        (segmentation; the mask on the input's grid), or {"input", "error"} when the input could not be
+        read or predicted (the others are still predicted).
     """
+    from medtf.io.inputs import site_pseudonymizer
+
     model = EdgeModel(tflite_path, metadata, threads=threads, runtime=runtime)
     sd = int(model.metadata.get("spatial_dims") or (len(model.input_shape) - 1))
+    pz = site_pseudonymizer()
     results = []
+
+    def entry(name, shown, **fields):
+        row = {"input": name}
+        if show_paths:
+            row["path"] = shown
+        row.update(fields)
+        return row
+
     for path in inputs:
         path = pathlib.Path(path)
         try:
             if not path.exists():
-                raise FileNotFoundError(f"{path}: no such input file or folder")
-            images = _images_of(path, sd, model.chain.voi)
+                raise FileNotFoundError("no such input file or folder")
+            images = _images_of(path, sd, model.chain.voi, pz)
         except (OSError, ValueError) as exc:
-            results.append({"input": str(path), "error": str(exc)})
+            reason = str(exc).replace(str(path), "<input>")
+            results.append(entry(pz.source(path.name), str(path), error=reason))
             continue
-        for tag, array, spacing, image in images:
+        for name, tag, array, spacing, image in images:
             try:
                 res = model.predict_image(array.astype(np.float32) if array.dtype.kind != "f" else array, spacing)
             except ValueError as exc:
-                results.append({"input": f"{path}{tag}", "error": str(exc)})
+                results.append(entry(name, f"{path}{tag}", error=str(exc).replace(str(path), "<input>")))
                 continue
-            res["input"] = f"{path}{tag}"
+            row = entry(name, f"{path}{tag}")
+            row.update(res)
             if image is not None and "mask" in res:
-                res["geometry"] = {"spacing": list(image.spacing), "origin": image.origin, "direction": image.direction}
-            results.append(res)
+                row["geometry"] = {"spacing": list(image.spacing), "origin": image.origin, "direction": image.direction}
+            results.append(row)
     return results
 
 

@@ -2,8 +2,9 @@
 returns on that record — so the preprocessing chain it carries reproduces the conversion and training
 preprocessing exactly.
 
-For each test record whose source file can be found (paths from ``manifest.json``'s ``files`` under the
-records' ``input_roots``, or roots the user gives) the source is read as the converter read it, then:
+For each test record whose source can be found (``medtf.io.discover`` over the input folders, which
+names every source with the same keyed pseudonym the records carry) the source is read as the converter
+read it, then:
 
 * ``keras``: the run's chain (NumPy reference) → the Keras model — what ``medtf predict`` does;
 * ``savedmodel``: ``serving_default`` on the raw pixels (+ spacing) — the chain as graph ops;
@@ -50,14 +51,6 @@ class RawSet:
     skipped: list[tuple[str, str]]  # (record key, reason)
 
 
-def _unit_files(manifest: dict) -> dict[str, list[str]]:
-    units: dict[str, list[str]] = {}
-    for f in manifest.get("files") or []:
-        if f.get("outcome") == "converted" and f.get("unit"):
-            units.setdefault(f["unit"], []).append(f["path"])
-    return units
-
-
 def _record_key(unit_key: str, image, single: bool) -> str:
     # the converter's rule (medtf.records.convert.iter_convert_unit)
     if single:
@@ -69,12 +62,16 @@ def raw_test_inputs(records_dir, split: str, info, *, input_roots: Sequence | No
                     limit: int | None = 64) -> RawSet:
     """Pair up to ``limit`` records of ``split`` with their raw sources.
 
+    The sources are found the way the converter named them: ``medtf.io.discover`` over the input folders
+    with the site's pseudonym key gives every unit its record key (a keyed pseudonym of its path, or the
+    series token), so no path needs to be stored with the records.
+
     Args:
         records_dir: the records the run was trained on.
         split: usually "test".
         info: the run's ``RunInfo`` (its chain says whether the header VOI is applied).
-        input_roots: folders the manifest's relative paths are under (default: the manifest's
-            ``input_roots``, as given to ``tfrecord-convert``).
+        input_roots: the folders given to ``tfrecord-convert`` (default: remembered on this machine by
+            the converter, ``medtf.records.local``, or the manifest's ``input_roots`` with ``--keep-paths``).
         limit: at most this many records (None: all).
 
     Returns:
@@ -82,43 +79,37 @@ def raw_test_inputs(records_dir, split: str, info, *, input_roots: Sequence | No
     """
     import tensorflow as tf
 
-    from medtf.io import Pseudonymizer, ReadError, ReadOptions, SourceUnit, classify, read_unit
+    from medtf.io import ReadError, ReadOptions, discover, read_unit
+    from medtf.io.inputs import site_pseudonymizer
     from medtf.preprocess import tf_ops
+    from medtf.records.local import recall_inputs
     from medtf.records.reader import load, read_manifest
 
     manifest = read_manifest(records_dir)
-    roots = [pathlib.Path(r) for r in (input_roots or manifest.get("input_roots") or [])]
-    units = _unit_files(manifest)
-    pz = Pseudonymizer(os.urandom(32))  # nothing patient-related is kept
+    roots = [str(r) for r in (input_roots or recall_inputs(records_dir) or manifest.get("input_roots") or [])]
+    roots = [r for r in roots if os.path.exists(r)]
+    keys, raws, xs, skipped = [], [], [], []
+    if not roots:
+        return RawSet([], [], np.zeros((0,), np.float32), [("*", "source folders unknown (pass --input-root)")])
+    options_doc = manifest.get("options") or {}
+    pz = site_pseudonymizer()
+    units, _ = discover(roots, pseudonymizer=pz, mode=options_doc.get("mode", "auto"),
+                        keep_paths=bool(options_doc.get("keep_paths")))
+    by_key = {u.key: u for u in units}
     frames = "each" if manifest.get("mode") == "slice" else "all"
     options = ReadOptions(apply_voi=info.chain.voi, frames=frames)
-    keys, raws, xs, skipped = [], [], [], []
     cache: dict[str, Any] = {}
     for e in load(records_dir, split).as_numpy_iterator():
         if limit is not None and len(keys) >= limit:
             break
         key = e["source"].decode()
-        unit_key = key if key in units else key.rsplit("#", 1)[0]
-        rel = units.get(unit_key)
-        if not rel:
-            skipped.append((key, "no source file listed in the manifest"))
-            continue
-        paths = []
-        for r in rel:
-            hit = next((root / r for root in roots if (root / r).is_file()), None)
-            if hit is None and len(roots) == 1 and roots[0].is_file() and roots[0].name == r:
-                hit = roots[0]
-            paths.append(hit)
-        if not roots or any(p is None for p in paths):
-            skipped.append((key, "source file not found under the input roots (pass --input-root)"))
+        unit_key = key if key in by_key else key.rsplit("#", 1)[0]
+        unit = by_key.get(unit_key)
+        if unit is None:
+            skipped.append((key, "source not found under the input folders (moved, or another pseudonym key)"))
             continue
         if unit_key not in cache:
-            if len(paths) > 1 or unit_key.startswith("series-"):
-                kind = "dicom_series"
-            else:
-                kind = classify(paths[0])[0]
             try:
-                unit = SourceUnit(kind=kind or "dicom", paths=tuple(str(p) for p in sorted(paths)), key=unit_key)
                 imgs = read_unit(unit, pseudonymizer=pz, options=options)
                 cache = {unit_key: {_record_key(unit_key, im, len(imgs) == 1): im for im in imgs}}
             except (ReadError, OSError, ValueError) as exc:

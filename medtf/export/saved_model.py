@@ -169,7 +169,11 @@ def export_saved_model(
         "raw_channels": int(raw_channels),
     }
     doc.update(metadata or {})
-    (version_dir / "medtf.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    (version_dir / "medtf.json").write_text(text)
+    # inside the SavedModel's assets too, so the chain travels with the model wherever the folder is copied
+    (version_dir / "assets.extra").mkdir(exist_ok=True)
+    (version_dir / "assets.extra" / "medtf.json").write_text(text)
     return version_dir
 
 

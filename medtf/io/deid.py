@@ -42,6 +42,13 @@ def _parse_secret(text: str) -> bytes:
     return text.encode("utf-8")
 
 
+#: extensions kept on pseudonymous source names (file types, never identifying)
+SOURCE_EXTENSIONS = (".nii.gz", ".dcm", ".dicom", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".tif",
+                     ".tiff", ".gif", ".bmp", ".npz", ".npy")
+#: a DICOM UID (or any dotted run of at least four digit groups) inside a path
+UID_IN_TEXT = re.compile(r"(?<![\d.])\d+(?:\.\d+){3,}(?![\d])")
+
+
 class Pseudonymizer:
     """Keyed, deterministic pseudonyms (HMAC-SHA256) for patient IDs and other identifiers.
 
@@ -88,6 +95,23 @@ class Pseudonymizer:
     def token(self, value: str) -> str:
         """Pseudonym (16 hex chars) of any other identifier, e.g. a SeriesInstanceUID."""
         return self._mac(b"token", value)
+
+    def source(self, relpath: str, *, keep_path: bool = False) -> str:
+        """The name a source file goes by in records, manifests, logs and prediction outputs.
+
+        File and folder names are identifiers too (``DOE_JOHN_12345/``, files named after their SOP
+        Instance UID), so by default a source is ``"F-"`` + 16 hex chars of HMAC-SHA256 of its path
+        relative to its input root, plus its file-type extension (``.dcm``, ``.nii.gz``, ...). The same
+        key maps the same path to the same name, so a key holder can map back (``tfrecord-convert
+        --lookup``). ``keep_path`` keeps the path for data known to be anonymous, but any DICOM UID in it
+        (dotted digit groups) is still replaced by its token.
+        """
+        rel = str(relpath)
+        if keep_path:
+            return UID_IN_TEXT.sub(lambda m: "uid-" + self.token(m.group(0)), rel)
+        lower = rel.lower()
+        ext = next((e for e in SOURCE_EXTENSIONS if lower.endswith(e)), "")
+        return "F-" + self._mac(b"source", rel) + ext
 
     @classmethod
     def from_key_file(cls, path, *, create: bool = False) -> "Pseudonymizer":

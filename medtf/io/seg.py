@@ -79,12 +79,20 @@ def _frame_info(seg_path, seg, n_frames: int):
     per_frame = seg.get("PerFrameFunctionalGroupsSequence")
     if per_frame is None or len(per_frame) != n_frames:
         raise ReadError(seg_path, "segmentation lacks per-frame functional groups for every frame")
+    shared_number = None  # a single-segment SEG may identify its segment once, in the shared groups (highdicom)
+    try:
+        shared = seg.SharedFunctionalGroupsSequence[0]
+        shared_number = int(shared.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    except (AttributeError, IndexError, TypeError, ValueError, KeyError):
+        shared_number = None
     info = []
     for f, item in enumerate(per_frame):
         try:
             number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         except (AttributeError, IndexError, TypeError, ValueError):
-            raise ReadError(seg_path, f"frame {f} lacks a referenced segment number") from None
+            if shared_number is None:
+                raise ReadError(seg_path, f"frame {f} lacks a referenced segment number") from None
+            number = shared_number
         ipp = None
         if "PlanePositionSequence" in item:
             try:

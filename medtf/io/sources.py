@@ -85,33 +85,86 @@ def _is_nifti_header(head: bytes) -> bool:
     return False
 
 
-def _walk(inputs: Sequence) -> list[tuple[pathlib.Path, str]]:
-    """(path, key) for every file under the inputs, sorted, deterministic."""
-    out, seen = [], set()
+def safe_name(text: str) -> str:
+    """A file name as text that any output can hold: bytes that are not UTF-8 (kept by Python as surrogate
+    escapes) become ``\\xNN`` escapes, so one such name never aborts a run."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", errors="backslashreplace")
+
+
+def walk_inputs(inputs: Sequence) -> tuple[list[tuple[pathlib.Path, str]], list[tuple[str, str]]]:
+    """(path, key) for every file under the inputs, sorted and deterministic, and ``(path, reason)`` for
+    everything the walk cannot use — nothing disappears without a trace.
+
+    Rules: symlinked files are read under the name the user gave (the link's own path); symlinked
+    folders are followed once — a link back to one of its own ancestors (a loop) or to a folder already
+    walked is reported instead; unreadable folders are reported; a file reached twice (through a link) is
+    reported as a duplicate of the first path. Keys of names that are not UTF-8 carry ``\\xNN`` escapes.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+    """
+    out: list[tuple[pathlib.Path, str]] = []
+    rejected: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    walked_dirs: set[str] = set()
     for inp in inputs:
         root = pathlib.Path(inp)
-        if not root.exists():
+        if not root.exists() and not root.is_symlink():
             raise FileNotFoundError(f"input {root} does not exist (expected a file or a folder)")
-        if root.is_dir():
-            files = []
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                dirnames.sort()
-                for fn in filenames:
-                    files.append(pathlib.Path(dirpath) / fn)
-            files.sort(key=lambda p: p.relative_to(root).as_posix())
-            pairs = [(p, p.relative_to(root).as_posix()) for p in files]
+        if not root.is_dir():
+            pairs = [(root, safe_name(root.name))]
         else:
-            pairs = [(root, root.name)]
+            pairs = []
+            stack = [(root, "", (os.path.realpath(root),))]
+            walked_dirs.add(os.path.realpath(root))
+            while stack:
+                folder, rel, ancestors = stack.pop()
+                try:
+                    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+                except OSError as exc:
+                    rejected.append((str(folder), f"folder not readable ({exc.strerror or type(exc).__name__}); "
+                                                  "its files are not converted"))
+                    continue
+                subdirs = []
+                for e in entries:
+                    key = f"{rel}{safe_name(e.name)}"
+                    path = pathlib.Path(e.path)
+                    try:
+                        is_dir = e.is_dir(follow_symlinks=True)
+                    except OSError:
+                        is_dir = False
+                    if is_dir:
+                        real = os.path.realpath(path)
+                        if e.is_symlink():
+                            if real in ancestors:
+                                rejected.append((str(path), "symlink loop: the linked folder contains this link"))
+                                continue
+                            if real in walked_dirs:
+                                rejected.append((str(path), "symlinked folder whose target is already among the "
+                                                            "inputs (not read twice)"))
+                                continue
+                        walked_dirs.add(real)
+                        subdirs.append((path, key + "/", ancestors + (real,)))
+                    else:
+                        pairs.append((path, key))
+                stack.extend(reversed(subdirs))
+            pairs.sort(key=lambda pk: pk[1])
         for p, key in pairs:
             real = os.path.realpath(p)
             if real in seen:
+                rejected.append((str(p), f"the same file as {seen[real]!r} (reached through a symlink); read once"))
                 continue
-            seen.add(real)
+            seen[real] = key
             out.append((p, key))
-    return out
+    return out, rejected
 
 
-def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[list[SourceUnit], list[tuple[str, str]]]:
+def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto",
+             keep_paths: bool = False) -> tuple[list[SourceUnit], list[tuple[str, str]]]:
     """Find the source units under files/folders.
 
     Every input file ends up in exactly one unit or in the rejected list. DICOM headers are read
@@ -124,6 +177,8 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
         inputs: files and/or folders.
         pseudonymizer: used for series keys (``"series-" + token(SeriesInstanceUID)``).
         mode: "auto" | "volume" | "slice".
+        keep_paths: key single files by their relative path (UIDs in it replaced) instead of its keyed
+            pseudonym (:meth:`medtf.io.deid.Pseudonymizer.source`) — only for data known to be anonymous.
 
     Returns:
         (units, rejected) — units sorted by key; rejected ``[(path, reason)]``.
@@ -142,13 +197,18 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
     rejected: list[tuple[str, str]] = []
     series: dict[str, list[tuple[str, str, bool]]] = defaultdict(list)  # uid -> [(path, key, has_geometry)]
     segs: list[tuple[str, str, set]] = []  # (path, key, referenced series uids)
-    for path, key in _walk(inputs):
+    def name(rel: str) -> str:
+        return pseudonymizer.source(rel, keep_path=keep_paths)
+
+    walked, rejected_walk = walk_inputs(inputs)
+    rejected.extend(rejected_walk)
+    for path, key in walked:
         kind, reason = classify(path)
         if kind is None:
             rejected.append((str(path), reason))
             continue
         if kind != "dicom":
-            units.append(SourceUnit(kind=kind, paths=(str(path),), key=key))
+            units.append(SourceUnit(kind=kind, paths=(str(path),), key=name(key), rel=key))
             continue
         try:
             ds = read_header(path)
@@ -171,10 +231,10 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
             frames = int(header_value(ds, "NumberOfFrames", 1) or 1)
             uid = str(header_value(ds, "SeriesInstanceUID", "") or "")
         except (TypeError, ValueError):  # malformed header: a unit of its own; read_unit explains
-            units.append(SourceUnit(kind="dicom", paths=(str(path),), key=key))
+            units.append(SourceUnit(kind="dicom", paths=(str(path),), key=name(key), rel=key))
             continue
         if mode == "slice" or frames > 1 or not uid:
-            units.append(SourceUnit(kind="dicom", paths=(str(path),), key=key))
+            units.append(SourceUnit(kind="dicom", paths=(str(path),), key=name(key), rel=key))
             continue
         has_geo = image_orientation(ds) is not None and header_value(ds, "ImagePositionPatient") is not None
         series[uid].append((str(path), key, has_geo))
@@ -187,7 +247,7 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
             units.append(SourceUnit(kind="dicom_series", paths=tuple(sorted(p for p, _, _ in members)),
                                     key=f"series-{pseudonymizer.token(uid)}"))
         else:
-            units.extend(SourceUnit(kind="dicom", paths=(p,), key=k) for p, k, _ in members)
+            units.extend(SourceUnit(kind="dicom", paths=(p,), key=name(k), rel=k) for p, k, _ in members)
     for path, key, refs in segs:
         hits = [series_units[u] for u in sorted(refs) if u in series_units]
         if len(hits) == 1:
@@ -203,7 +263,7 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto") -> tuple[li
 
 
 def _patient_stand_in(unit: SourceUnit, options: ReadOptions) -> str:
-    key = pathlib.PurePosixPath(unit.key)
+    key = pathlib.PurePosixPath(unit.rel or unit.key)
     if options.patient_from == "parent" and str(key.parent) not in ("", "."):
         return str(key.parent)
     name = key.name
@@ -241,11 +301,11 @@ def read_unit(unit: SourceUnit, *, pseudonymizer, options: ReadOptions = ReadOpt
     if unit.kind == "dicom":
         from medtf.io.dicom import read_dicom_file
 
-        return read_dicom_file(path, pseudonymizer=pseudonymizer, options=options, key=unit.key)
+        return read_dicom_file(path, pseudonymizer=pseudonymizer, options=options, key=unit.rel or unit.key)
     if unit.kind == "npz":
         from medtf.io.arrays import read_npz
 
-        return read_npz(path, pseudonymizer=pseudonymizer, file_key=unit.key, options=options)
+        return read_npz(path, pseudonymizer=pseudonymizer, file_key=unit.rel or unit.key, options=options)
     patient = pseudonymizer.patient(_patient_stand_in(unit, options))
     if unit.kind == "nifti":
         from medtf.io.nifti import read_nifti

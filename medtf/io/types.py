@@ -22,12 +22,19 @@ class ReadError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
+class NoReadableInput(ValueError):
+    """None of the inputs could be read (every command maps it to exit code 3: nothing done)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceUnit:
     """What a reader reads in one call: a single file, or all files of one DICOM series.
 
-    ``key`` identifies the unit in the manifest: the file's path relative to its input root (posix) for
-    single files, ``"series-<token of SeriesInstanceUID>"`` for series (UIDs are never output raw).
+    ``key`` identifies the unit in records, manifests and outputs: for single files the keyed pseudonym of
+    the path relative to its input root (``Pseudonymizer.source``: ``"F-<16 hex>.dcm"``; the path itself
+    only with ``keep_paths``, UIDs still replaced), ``"series-<token of SeriesInstanceUID>"`` for series
+    (UIDs are never output raw). ``rel`` is that relative path, for use inside this process only (patient
+    stand-ins, labels lookup); it is never written.
     ``paths`` are the files it consumes (every input file belongs to exactly one unit or is rejected);
     for a ``dicom_series`` they may include DICOM-SEG files referencing the series, which
     :func:`medtf.io.read_unit` turns into ``Image.mask``.
@@ -36,6 +43,7 @@ class SourceUnit:
     kind: str  # "dicom" | "dicom_series" | "nifti" | "image" | "npz"
     paths: tuple[str, ...]
     key: str
+    rel: str = ""
 
 
 @dataclasses.dataclass

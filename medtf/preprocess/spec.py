@@ -71,6 +71,17 @@ class Preprocessing:
         def bad(key, expected, received):
             raise ValueError(f"preprocessing.{key} must be {expected}. Received: {received!r}")
 
+        for key in ("size", "spacing", "value_range"):
+            v = getattr(self, key)
+            if v is not None and not isinstance(v, (int, float, list, tuple)):
+                bad(key, "a number or a list of numbers", v)
+        try:
+            for key in ("mean", "std", "scale"):
+                if getattr(self, key) is not None:
+                    float(getattr(self, key))
+        except (TypeError, ValueError):
+            bad(key, "a number", getattr(self, key))
+
         if self.intensity not in INTENSITY_KINDS:
             bad("intensity", f"one of {INTENSITY_KINDS}", self.intensity)
         if self.resize not in RESIZE_KINDS:
@@ -181,7 +192,11 @@ class Preprocessing:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown {where} key(s) {[f'{where}.{k}' for k in unknown]}; expected some of {sorted(known)}")
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=2)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise ValueError(f"unknown config key {where + '.' + unknown[0]!r}{hint}; expected one of {sorted(known)}")
         d["windows"] = tuple(tuple(w) if not isinstance(w, str) else w for w in d.get("windows") or ())
         for k in ("value_range", "size", "spacing"):
             if d.get(k) is not None:

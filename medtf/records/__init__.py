@@ -6,7 +6,8 @@ Public API (lazy: importing ``medtf.records`` does not import TensorFlow; ``load
 * :func:`load` (``directory, split`` → ``tf.data.Dataset`` of dicts), :func:`read_manifest` (the one
   manifest reader) and :func:`shard_paths` (the one shard lister).
 * :func:`convert` with :class:`ConvertConfig` (what ``tfrecord-convert`` runs), :func:`convert_unit`
-  (the pure "one source → examples" function), :class:`ProcessOptions`.
+  (the pure "one source → examples" function), :class:`ProcessOptions`; :func:`convert_beam`, the same
+  conversion as an Apache Beam job (``--runner beam``).
 * :func:`encode_example` (the one record encoder, TF-free), :func:`assign_splits`, :func:`parse_split`.
 """
 
@@ -20,6 +21,7 @@ _EXPORTS = {
     "shard_paths": "medtf.records.reader",
     "convert": "medtf.records.convert",
     "convert_unit": "medtf.records.convert",
+    "convert_beam": "medtf.records.beam",
     "iter_convert_unit": "medtf.records.convert",
     "ConvertConfig": "medtf.records.convert",
     "ConvertError": "medtf.records.convert",

@@ -17,6 +17,10 @@ Pipeline (no TensorFlow anywhere, so workers start fast and never fork after a T
 The result depends only on the inputs and options (never on worker count or scheduling), so one
 worker, two workers, and a run killed and resumed all give byte-identical shards and manifest.
 Timings go to ``convert_stats.json``, not the manifest.
+
+:mod:`medtf.records.beam` runs the same steps, through the same functions (``plan_conversion``,
+``convert_to_cache``, ``decide_dataset``, ``accept_reencoded``, ``layout_dataset``, ``write_planned_shard``,
+``finish_dataset``), as an Apache Beam job; only where a unit or a shard runs differs.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class ConvertConfig:
         read_options: extra keyword arguments for ``medtf.io.ReadOptions`` (e.g. ``{"voi": True}``).
         progress: show a progress bar on stderr.
         keep_work: keep ``OUTPUT/.work`` after success.
+        keep_paths: name sources by their relative paths (UIDs in them still replaced) instead of keyed
+            pseudonyms, and write the input folders into the manifest — only for data known to be anonymous.
     """
 
     inputs: tuple[str, ...]
@@ -94,6 +100,7 @@ class ConvertConfig:
     read_options: tuple[tuple[str, object], ...] = ()
     progress: bool = True
     keep_work: bool = False
+    keep_paths: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(str(p) for p in self.inputs))
@@ -120,9 +127,10 @@ class ConvertConfig:
             "process": self.process.to_dict(),
             "split": split if isinstance(split, str) else [[n, f] for n, f in split],
             "seed": self.seed,
-            "labels": None if self.labels is None else pathlib.Path(self.labels).name,
+            "labels": None if self.labels is None else _file_sha256(self.labels),
             "shard_mb": self.shard_mb,
             "read_options": {k: v for k, v in self.read_options},
+            **({"keep_paths": True} if self.keep_paths else {}),
         }
 
 
@@ -168,7 +176,7 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
     """
     options = config.process if image_dtype is None else dataclasses.replace(config.process, image_dtype=image_dtype)
     if unit.kind == "npz":  # stream the rows instead of materialising thousands of Images
-        images = iter_npz(unit.paths[0], pseudonymizer=pseudonymizer, file_key=unit.key,
+        images = iter_npz(unit.paths[0], pseudonymizer=pseudonymizer, file_key=unit.rel or unit.key,
                           options=_read_options(config))
         single = False
     else:
@@ -227,8 +235,35 @@ def convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None, spli
 # ------------------------------------------------------------------------------------ workers
 
 
-def _unit_id(key: str, fingerprint: str, dtype: str | None) -> str:
-    return hashlib.sha256(f"{fingerprint}\x00{dtype}\x00{key}".encode()).hexdigest()[:40]
+def _unit_id(key: str, fingerprint: str, dtype: str | None, stamp: str = "") -> str:
+    return hashlib.sha256(f"{fingerprint}\x00{dtype}\x00{key}\x00{stamp}".encode()).hexdigest()[:40]
+
+
+def _file_sha256(path) -> str | None:
+    """sha256 of a file's content (the labels CSV enters the resume fingerprint by content, not name)."""
+    try:
+        return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def content_stamp(paths) -> str:
+    """What identifies the content of a unit's files for ``--resume``: size, modification time and a hash of
+    the first and last 64 KiB of each file. A file rewritten between runs gets a new stamp, so its unit is
+    converted again instead of keeping its old pixels."""
+    parts = []
+    for p in sorted(paths):
+        try:
+            st = os.stat(p)
+            with open(p, "rb") as fh:
+                head = fh.read(65536)
+                if st.st_size > 131072:
+                    fh.seek(-65536, os.SEEK_END)
+                tail = fh.read(65536)
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}:{hashlib.blake2b(head + tail, digest_size=8).hexdigest()}")
+        except OSError:
+            parts.append("unreadable")
+    return ";".join(parts)
 
 
 def _safe_reason(exc: BaseException) -> str:
@@ -254,14 +289,15 @@ def _init_worker(config: ConvertConfig, work: str, fingerprint: str, secret: byt
 
 def _run_task(args) -> dict:
     task, dtype = args
-    return _convert_to_cache(task, dtype, _STATE["config"], _STATE["pseudonymizer"], _STATE["work"],
+    return convert_to_cache(task, dtype, _STATE["config"], _STATE["pseudonymizer"], _STATE["work"],
                              _STATE["fingerprint"])
 
 
-class _Journal:
+class Journal:
     """Append-only cache of one process: framed records in ``<name>.tfr``, one JSON line per finished unit
     in ``<name>.jsonl`` (written after the unit's frames). A process killed at any point leaves complete
-    lines for complete units only; a torn last line is ignored on resume."""
+    lines for complete units only; a torn last line is ignored on resume. One writer at a time: the local
+    workers keep one per process, the Beam workers one per ``DoFn`` instance."""
 
     def __init__(self, work: str):
         import uuid
@@ -285,26 +321,37 @@ class _Journal:
     def commit(self, meta: dict) -> None:
         self.meta.write((json.dumps(meta, sort_keys=True) + "\n").encode())
 
+    def close(self, sync: bool = False) -> None:
+        """Close both files (``sync``: fsync them first, e.g. at the end of a Beam bundle)."""
+        for f in (self.data, self.meta):
+            if sync:
+                os.fsync(f.fileno())
+            f.close()
+
 
 def _close_journal() -> None:
     j = _STATE.pop("journal", None)
     if j is not None and _STATE.get("journal_pid") == os.getpid():
-        j.data.close()
-        j.meta.close()
+        j.close()
 
 
-def _journal(work: str) -> _Journal:
+def _journal(work: str) -> Journal:
     j = _STATE.get("journal")
     if j is None or _STATE.get("journal_pid") != os.getpid() or _STATE.get("journal_work") != work:
-        j = _STATE["journal"] = _Journal(work)
+        j = _STATE["journal"] = Journal(work)
         _STATE["journal_pid"], _STATE["journal_work"] = os.getpid(), work
     return j
 
 
-def _convert_to_cache(task: UnitTask, dtype, config, pseudonymizer, work: str, fingerprint: str) -> dict:
-    """Convert one unit into this process's journal; return (and commit) its metadata."""
-    uid = _unit_id(task.unit.key, fingerprint, dtype)
-    journal = _journal(work)
+def convert_to_cache(task: UnitTask, dtype, config, pseudonymizer, work: str, fingerprint: str,
+                     journal: Journal | None = None) -> dict:
+    """Convert one unit into a journal (default: this process's); return (and commit) its metadata.
+
+    Every failure of the unit becomes a ``{"rejected": reason}`` meta (reason free of header values),
+    never an exception: the caller records it in the manifest.
+    """
+    uid = _unit_id(task.unit.key, fingerprint, dtype, content_stamp(task.unit.paths))
+    journal = _journal(work) if journal is None else journal
     meta: dict = {"uid": uid, "key": task.unit.key, "examples": []}
     try:
         frames, exs = [], []
@@ -336,7 +383,7 @@ def _convert_to_cache(task: UnitTask, dtype, config, pseudonymizer, work: str, f
     return meta
 
 
-def _load_journals(work: str) -> dict[str, dict]:
+def load_journals(work: str) -> dict[str, dict]:
     """Completed units recorded in ``work``'s journals ({uid: meta}); frames are CRC-checked."""
     done: dict[str, dict] = {}
     for name in sorted(os.listdir(work)):
@@ -381,16 +428,21 @@ class ConvertResult:
 
 
 def _relpath(path: str, roots: Sequence[pathlib.Path]) -> str:
-    p = pathlib.Path(path).resolve()
+    """The path relative to its input root, under the name the user gave (symlinks not resolved; names
+    that are not UTF-8 carry ``\\xNN`` escapes)."""
+    from medtf.io.sources import safe_name
+
+    p = pathlib.Path(os.path.abspath(path))
     for root in roots:
-        if root.is_dir():
-            try:
-                return p.relative_to(root).as_posix()
-            except ValueError:
-                continue
-        elif p == root:
-            return p.name
-    return p.name
+        for r in (pathlib.Path(os.path.abspath(root)), pathlib.Path(root).resolve()):
+            if r.is_dir():
+                try:
+                    return safe_name(p.relative_to(r).as_posix())
+                except ValueError:
+                    continue
+            elif p == r:
+                return safe_name(p.name)
+    return safe_name(p.name)
 
 
 def _prepare_output(config: ConvertConfig) -> pathlib.Path:
@@ -398,6 +450,7 @@ def _prepare_output(config: ConvertConfig) -> pathlib.Path:
     if out.exists() and not out.is_dir():
         raise ConvertError(f"--output {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    _lock(out)
     ours = [p for p in out.iterdir() if p.name in (_w.MANIFEST, WORK, STATS) or _w.SHARD_RE.match(p.name)]
     if ours and not (config.resume or config.overwrite):
         raise ConvertError(
@@ -416,6 +469,85 @@ def _prepare_output(config: ConvertConfig) -> pathlib.Path:
     return out
 
 
+OPTIONS_FILE = "options.json"
+LOCK = ".lock"
+
+
+def _lock(out: pathlib.Path) -> None:
+    """One writer at a time: ``OUTPUT/.lock`` holds the writer's pid (a lock left by a dead process is taken
+    over; the same process may convert into the same folder again). Released when the process ends.
+
+    Raises:
+        ConvertError: another live process holds the lock.
+    """
+    import atexit
+
+    path = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return
+            if pid > 0:
+                try:
+                    os.kill(pid, 0)
+                    alive = True
+                except ProcessLookupError:
+                    alive = False
+                except PermissionError:
+                    alive = True
+                if alive:
+                    raise ConvertError(f"--output {out}: another tfrecord-convert (pid {pid}) is writing here; wait "
+                                       f"for it to finish (or remove {path} if that process is gone)") from None
+            path.unlink(missing_ok=True)  # stale: its writer is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        atexit.register(_unlock, str(path), os.getpid())
+        return
+
+
+def release_lock(path: str) -> None:
+    """Release ``OUTPUT/.lock`` if this process holds it."""
+    _unlock(path, os.getpid())
+
+
+def _unlock(path: str, pid: int) -> None:
+    try:
+        if int(pathlib.Path(path).read_text().strip() or 0) == pid:
+            os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+def _check_resume(config: ConvertConfig, work: str) -> None:
+    """``--resume`` only continues the same job: the options and the labels CSV's content must be the ones
+    the interrupted run used (recorded in ``.work/options.json``); a changed input file is simply
+    converted again (see :func:`content_stamp`).
+
+    Raises:
+        ConvertError: ``--resume`` after an option or the labels CSV changed (the message names it).
+    """
+    path = pathlib.Path(work) / OPTIONS_FILE
+    now = config.options_dict()
+    if config.resume and path.exists():
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = None
+        if isinstance(before, dict) and before != now:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            what = ["the labels CSV's content" if k == "labels" else f"option {k!r}" for k in changed]
+            raise ConvertError(f"--resume: {', '.join(what)} changed since the interrupted run; its results would "
+                               "be stale — rerun with --overwrite")
+    _w.write_atomic(path, _w.dumps_json(now))
+
+
 def _pseudonymizer(config: ConvertConfig):
     if config.key_file:
         try:
@@ -423,6 +555,14 @@ def _pseudonymizer(config: ConvertConfig):
         except (FileNotFoundError, ValueError) as exc:
             raise ConvertError(f"--key-file: {exc}") from None
     return Pseudonymizer.default()
+
+
+def _unmatched_rows(table: LabelTable | None, units, roots, pseudonymizer, keep_paths: bool) -> tuple:
+    """Labels CSV rows that no input file uses (named by the same pseudonyms as the inputs)."""
+    if table is None:
+        return ()
+    used = {table.match(_relpath(p, roots)) for u in units for p in u.paths}
+    return tuple(pseudonymizer.source(k, keep_path=keep_paths) for k in sorted(set(table.entries) - used))
 
 
 def _label_for(unit, table: LabelTable | None, roots) -> tuple[tuple | None, str | None, str | None]:
@@ -444,6 +584,16 @@ def _fingerprint(config: ConvertConfig, pseudonymizer) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+STORAGE_DTYPES = ("uint8", "int16", "uint16", "int32", "float32")
+
+
+def resume_lookup(done: dict[str, dict], key: str, fingerprint: str, dtype: str | None, paths=()) -> dict | None:
+    """The meta an interrupted run journalled for unit ``key`` stored as ``dtype`` (None: natural dtype), if its
+    files (``paths``) still have the content they had then."""
+    meta = done.get(_unit_id(key, fingerprint, dtype, content_stamp(paths)))
+    return meta if meta is not None and meta.get("key") == key else None
+
+
 def _run_units(tasks: list[tuple[UnitTask, str | None]], config, pseudonymizer, work: str, fingerprint: str,
                desc: str) -> dict[str, dict]:
     """Convert units to the cache, in-process or in a pool; returns {unit key: meta}."""
@@ -452,11 +602,11 @@ def _run_units(tasks: list[tuple[UnitTask, str | None]], config, pseudonymizer, 
     results: dict[str, dict] = {}
     _close_journal()
     if config.resume:  # units finished by an interrupted run
-        done = _load_journals(work)
+        done = load_journals(work)
         todo = []
         for task, dtype in tasks:
-            meta = done.get(_unit_id(task.unit.key, fingerprint, dtype))
-            if meta is not None and meta.get("key") == task.unit.key:
+            meta = resume_lookup(done, task.unit.key, fingerprint, dtype, task.unit.paths)
+            if meta is not None:
                 results[task.unit.key] = meta
             else:
                 todo.append((task, dtype))
@@ -466,7 +616,7 @@ def _run_units(tasks: list[tuple[UnitTask, str | None]], config, pseudonymizer, 
     try:
         if config.workers == 1 or len(tasks) <= 1:
             for task, dtype in tasks:
-                results[task.unit.key] = _convert_to_cache(task, dtype, config, pseudonymizer, work, fingerprint)
+                results[task.unit.key] = convert_to_cache(task, dtype, config, pseudonymizer, work, fingerprint)
                 bar.update(1)
         else:
             # fork is safe (and fast) while TensorFlow is not loaded; otherwise start clean processes.
@@ -490,21 +640,95 @@ def _label_key(label) -> str:
     return ",".join(str(v) for v in label)
 
 
-def convert(config: ConvertConfig) -> ConvertResult:
-    """Run a conversion (see the module docstring).
+# ------------------------------------------------------------------- steps shared with the Beam runner
+# convert() below and medtf.records.beam run the same functions in the same order:
+#   plan_conversion (discovery, labels CSV, resume set-up)  → every unit through convert_to_cache
+#   → decide_dataset (spatial dims, channels, dtype)          → re-encode decision.redo with the dataset dtype
+#   → accept_reencoded → layout_dataset (patient-grouped splits, shard plan, manifest)
+#   → write_planned_shard for each shard → finish_dataset (stale shards out, manifest last).
+# Only where a unit or a shard runs differs (a local process pool or Beam workers).
 
-    Args:
-        config: options.
+
+@dataclasses.dataclass
+class ConversionPlan:
+    """Everything decided before any unit is converted (no secret in it: safe to pickle to workers).
+
+    Attributes:
+        config: the conversion options.
+        out, work: output folder and its work folder (``OUTPUT/.work``).
+        fingerprint: hash of the options, the key's id token, the tool and schema versions (journal ids).
+        roots: the inputs, resolved.
+        files: files rejected by discovery ({relative path: manifest entry}).
+        unit_paths: {unit key: its files' relative paths}.
+        unit_reject: units rejected before conversion ({unit key: reason}, e.g. not in the labels CSV).
+        tasks: the units to convert, sorted by key.
+        units: number of units discovery found.
+        multilabel, label_names: from the labels CSV.
+        split_policy: :func:`medtf.records.split.parse_split` of ``config.split``.
+        discover_s: seconds spent planning.
+        labels_unmatched: labels CSV rows that match no input (their pseudonymous names), for the manifest.
+    """
+
+    config: ConvertConfig
+    out: str
+    work: str
+    fingerprint: str
+    roots: tuple[str, ...]
+    files: dict
+    unit_paths: dict
+    unit_reject: dict
+    tasks: list
+    units: int
+    multilabel: bool
+    label_names: list | None
+    split_policy: object
+    discover_s: float = 0.0
+    labels_unmatched: tuple = ()
+
+
+@dataclasses.dataclass
+class DatasetFacts:
+    """Dataset-wide storage decisions, taken from every converted unit (independent of order)."""
+
+    spatial_dims: int
+    channels: int
+    image_dtype: str
+    redo: list  # keys of units whose natural dtype is narrower than ``image_dtype``: re-encode them
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+    """One output shard: its name, the framed records (cache file, offset, length) in order, and a digest
+    of what it must hold (options, dtype, record keys and sizes) that lets a rerun skip a finished shard."""
+
+    name: str
+    records: tuple
+    digest: str
+
+    @property
+    def size(self) -> int:
+        return sum(r[2] for r in self.records)
+
+
+@dataclasses.dataclass
+class DatasetLayout:
+    """Splits, shards and the manifest, decided before a byte of a shard is written."""
+
+    manifest: dict
+    shards: list  # ShardSpec, in writing order
+    examples: int
+
+
+def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
+    """Check the options, prepare the output folder and discover the units (step 1).
 
     Returns:
-        :class:`ConvertResult`; ``exit_code`` 0 when every input converted, 1 when some were rejected,
-        3 when nothing converted.
+        (plan, pseudonymizer); the pseudonymizer stays with the caller (it holds the secret).
 
     Raises:
-        ConvertError: unusable options or output folder (exit code 2).
+        ConvertError: missing inputs, unreadable labels CSV or key file, bad read options, output in the way.
     """
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     for p in config.inputs:
         if not os.path.exists(p):
             raise ConvertError(f"INPUT {p}: no such file or folder")
@@ -523,71 +747,99 @@ def convert(config: ConvertConfig) -> ConvertResult:
     out = _prepare_output(config)
     work = str(out / WORK)
     fingerprint = _fingerprint(config, pseudonymizer)
-    roots = [pathlib.Path(p).resolve() for p in config.inputs]
+    roots = [pathlib.Path(os.path.abspath(p)) for p in config.inputs]  # as given: symlinks not resolved
 
-    # 1. discover
-    units, rejected = discover(list(config.inputs), pseudonymizer=pseudonymizer, mode=config.mode)
+    _check_resume(config, work)
+    units, rejected = discover(list(config.inputs), pseudonymizer=pseudonymizer, mode=config.mode,
+                               keep_paths=config.keep_paths)
     units = sorted(units, key=lambda u: u.key)
-    timings["discover_s"] = time.perf_counter() - t0
+
+    def name(path) -> str:  # what the manifest calls an input file: never its path unless --keep-paths
+        return pseudonymizer.source(_relpath(path, roots), keep_path=config.keep_paths)
+
     files: dict[str, dict] = {}
     for path, reason in rejected:
-        files[_relpath(path, roots)] = {"outcome": "rejected", "reason": reason}
-    tasks: list[tuple[UnitTask, str | None]] = []
+        files[name(path)] = {"outcome": "rejected", "reason": reason}
+    tasks: list[UnitTask] = []
     unit_paths: dict[str, list[str]] = {}
     unit_reject: dict[str, str] = {}
     for unit in units:
-        unit_paths[unit.key] = sorted(_relpath(p, roots) for p in unit.paths)
+        unit_paths[unit.key] = sorted(name(p) for p in unit.paths)
         label, split, reason = _label_for(unit, table, roots)
         if reason:
             unit_reject[unit.key] = reason
             continue
-        tasks.append((UnitTask(unit, label, split), None))
+        tasks.append(UnitTask(unit, label, split))
+    plan = ConversionPlan(
+        config=config, out=str(out), work=work, fingerprint=fingerprint, roots=tuple(str(r) for r in roots),
+        files=files, unit_paths=unit_paths, unit_reject=unit_reject, tasks=tasks, units=len(units),
+        multilabel=bool(table is not None and table.multilabel),
+        label_names=list(table.label_names) if table is not None and table.label_names is not None else None,
+        split_policy=split_policy, discover_s=time.perf_counter() - t0,
+        labels_unmatched=_unmatched_rows(table, units, roots, pseudonymizer, config.keep_paths))
+    return plan, pseudonymizer
 
-    # 2. convert every unit to the cache
-    t1 = time.perf_counter()
-    metas = _run_units(tasks, config, pseudonymizer, work, fingerprint, "convert")
-    timings["convert_s"] = time.perf_counter() - t1
+
+def decide_dataset(mode: str, metas: dict[str, dict], reject: dict[str, str]) -> DatasetFacts:
+    """Spatial dims, channels and storage dtype of the dataset from every unit's meta (step 2).
+
+    Units that do not fit (a 2D image among volumes, another channel count) are added to ``reject``.
+    """
     for key, meta in metas.items():
         if meta.get("rejected"):
-            unit_reject[key] = meta["rejected"]
-
-    # dataset-wide properties, decided from the full set (independent of order)
-    ok = [k for k in sorted(metas) if k not in unit_reject]
+            reject[key] = meta["rejected"]
+    ok = [k for k in sorted(metas) if k not in reject]
     dims = collections.Counter(e["spatial_dims"] for k in ok for e in metas[k]["examples"])
-    spatial_dims = 3 if config.mode == "volume" else (2 if config.mode == "slice" else (max(dims) if dims else 2))
+    spatial_dims = 3 if mode == "volume" else (2 if mode == "slice" else (max(dims) if dims else 2))
     for k in ok:
         if any(e["spatial_dims"] != spatial_dims for e in metas[k]["examples"]):
-            unit_reject[k] = (f"{metas[k]['examples'][0]['spatial_dims']}D image in a dataset of {spatial_dims}D "
-                              "examples (convert it separately or choose --mode)")
-    ok = [k for k in ok if k not in unit_reject]
+            reject[k] = (f"{metas[k]['examples'][0]['spatial_dims']}D image in a dataset of {spatial_dims}D "
+                         "examples (convert it separately or choose --mode)")
+    ok = [k for k in ok if k not in reject]
     chans = collections.Counter(e["channels"] for k in ok for e in metas[k]["examples"])
     channels = max(sorted(chans), key=lambda c: chans[c]) if chans else 1
     for k in ok:
         got = {e["channels"] for e in metas[k]["examples"]}
         if got != {channels}:
-            unit_reject[k] = f"{sorted(got)} channel(s) in a dataset of {channels}-channel images"
-    ok = [k for k in ok if k not in unit_reject]
+            reject[k] = f"{sorted(got)} channel(s) in a dataset of {channels}-channel images"
+    ok = [k for k in ok if k not in reject]
     image_dtype = join_dtypes(e["dtype"] for k in ok for e in metas[k]["examples"])
-    redo = [(t, image_dtype) for t, _ in tasks if t.unit.key in ok
-            and any(e["dtype"] != image_dtype for e in metas[t.unit.key]["examples"])]
-    if redo:  # re-encode the few units whose natural dtype is narrower than the dataset's
-        t2 = time.perf_counter()
-        metas.update(_run_units(redo, config, pseudonymizer, work, fingerprint, f"re-encode as {image_dtype}"))
-        timings["reencode_s"] = time.perf_counter() - t2
-        for t, _ in redo:
-            m = metas[t.unit.key]
-            if m.get("rejected") or any(e["dtype"] != image_dtype for e in m["examples"]):
-                unit_reject[t.unit.key] = m.get("rejected") or f"could not store as {image_dtype}"
-        ok = [k for k in ok if k not in unit_reject]
+    redo = [k for k in ok if any(e["dtype"] != image_dtype for e in metas[k]["examples"])]
+    return DatasetFacts(spatial_dims, channels, image_dtype, redo)
 
-    # 3. splits
+
+def accept_reencoded(facts: DatasetFacts, metas: dict[str, dict], reject: dict[str, str],
+                     redone: dict[str, dict]) -> None:
+    """Take the re-encoded units' metas (``facts.redo``) into ``metas``; reject those that failed."""
+    metas.update(redone)
+    for k in facts.redo:
+        m = metas[k]
+        if m.get("rejected") or any(e["dtype"] != facts.image_dtype for e in m["examples"]):
+            reject[k] = m.get("rejected") or f"could not store as {facts.image_dtype}"
+
+
+def _shard_digest(plan: ConversionPlan, image_dtype: str, name: str, members, metas: dict) -> str:
+    """Identity of a planned shard: its records and the content of their sources (the units' journal ids hold
+    each source file's content stamp), so a rewritten input never leaves an old shard in place."""
+    h = hashlib.sha256(f"{plan.fingerprint}\x00{image_dtype}\x00{name}".encode())
+    for k, e in members:
+        h.update(f"\x00{e['key']}\x01{e['length']}\x02{metas[k].get('uid', '')}".encode())
+    return h.hexdigest()
+
+
+def layout_dataset(plan: ConversionPlan, metas: dict[str, dict], reject: dict[str, str],
+                   facts: DatasetFacts) -> DatasetLayout:
+    """Patient-grouped splits (step 3), the shard plan in a seeded order (step 4) and the manifest (step 5)."""
+    config = plan.config
+    split_policy = plan.split_policy
+    ok = [k for k in sorted(metas) if k not in reject]
     examples = [(k, e) for k in ok for e in metas[k]["examples"]]
     hinted = [e for _, e in examples if e["split"]]
     if split_policy == "input" or (split_policy == "auto" and examples and len(hinted) == len(examples)):
         for k in ok:
             if any(not e["split"] for e in metas[k]["examples"]):
-                unit_reject[k] = "no split given by the input (npz split or labels CSV split column) with --split input"
-        ok = [k for k in ok if k not in unit_reject]
+                reject[k] = "no split given by the input (npz split or labels CSV split column) with --split input"
+        ok = [k for k in ok if k not in reject]
         examples = [(k, e) for k in ok for e in metas[k]["examples"]]
         split_of = {e["key"]: e["split"] for _, e in examples}
         order = ["train", "val", "test"]
@@ -607,50 +859,43 @@ def convert(config: ConvertConfig) -> ConvertResult:
         names = [n for n, _ in ratios] + sorted({s for s in fixed.values()} - {n for n, _ in ratios})
         split_desc = [[n, f] for n, f in ratios]
 
-    # 4. shards, in a seeded order inside each split
-    t3 = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    keep = []
-    splits_info: dict[str, dict] = {}
-    bar = tqdm(total=len(examples), desc="write shards", unit="rec", disable=not config.progress,
-               file=sys.stderr, dynamic_ncols=True)
     target = int(config.shard_mb * 1e6)
-    try:
-        for name in names:
-            members = sorted(((k, e) for k, e in examples if split_of[e["key"]] == name),
-                             key=lambda ke: _w.order_key(config.seed, ke[1]["key"]))
-            recs = [(os.path.join(work, metas[k]["data"]), e["offset"], e["length"]) for k, e in members]
-            shards = _w.write_shards(out, name, recs, target, progress=bar.update)
-            keep += shards
-            labels = collections.Counter()
-            unlabelled = 0
-            for _, e in members:
-                if e["label"] is None:
-                    unlabelled += 1
-                elif table is not None and table.multilabel:
-                    labels.update(str(i) for i, v in enumerate(e["label"]) if v)
-                else:
-                    labels[_label_key(e["label"])] += 1
-            splits_info[name] = {
-                "examples": len(members),
-                "patients": len({e["patient"] for _, e in members}),
-                "labels": dict(sorted(labels.items(), key=lambda kv: (len(kv[0]), kv[0]))),
-                "unlabelled": unlabelled,
-                "shards": shards,
-                "bytes": sum(r[2] for r in recs),
-            }
-    finally:
-        bar.close()
-    _close_journal()
-    _w.remove_stale(out, keep)
-    timings["write_s"] = time.perf_counter() - t3
+    specs: list[ShardSpec] = []
+    splits_info: dict[str, dict] = {}
+    for name in names:
+        members = sorted(((k, e) for k, e in examples if split_of[e["key"]] == name),
+                         key=lambda ke: _w.order_key(config.seed, ke[1]["key"]))
+        recs = [(os.path.join(plan.work, metas[k]["data"]), e["offset"], e["length"]) for k, e in members]
+        groups = _w.plan_shards([r[2] for r in recs], target)
+        shards = []
+        for i, group in enumerate(groups):
+            shard = _w.shard_name(name, i, len(groups))
+            specs.append(ShardSpec(shard, tuple(recs[j] for j in group),
+                                   _shard_digest(plan, facts.image_dtype, shard, [members[j] for j in group], metas)))
+            shards.append(shard)
+        labels = collections.Counter()
+        unlabelled = 0
+        for _, e in members:
+            if e["label"] is None:
+                unlabelled += 1
+            elif plan.multilabel:
+                labels.update(str(i) for i, v in enumerate(e["label"]) if v)
+            else:
+                labels[_label_key(e["label"])] += 1
+        splits_info[name] = {
+            "examples": len(members),
+            "patients": len({e["patient"] for _, e in members}),
+            "labels": dict(sorted(labels.items(), key=lambda kv: (len(kv[0]), kv[0]))),
+            "unlabelled": unlabelled,
+            "shards": shards,
+            "bytes": sum(r[2] for r in recs),
+        }
 
-    # 5. manifest (last)
-    for key in sorted(unit_paths):
-        if key in unit_reject:
-            for p in unit_paths[key]:
-                files[p] = {"outcome": "rejected", "reason": unit_reject[key], "unit": key}
+    files = dict(plan.files)
+    for key in sorted(plan.unit_paths):
+        if key in reject:
+            for p in plan.unit_paths[key]:
+                files[p] = {"outcome": "rejected", "reason": reject[key], "unit": key}
             continue
         exs = metas[key]["examples"]
         per_split = collections.Counter(split_of[e["key"]] for e in exs)
@@ -665,27 +910,27 @@ def convert(config: ConvertConfig) -> ConvertResult:
             entry["keys"] = [e["key"] for e in exs]
         else:
             entry["key_pattern"] = f"{key}#<split>/<index>" if any(e["split"] for e in exs) else f"{key}#<index>"
-        for p in unit_paths[key]:
+        for p in plan.unit_paths[key]:
             files[p] = dict(entry)
     n_rej = sum(1 for f in files.values() if f["outcome"] == "rejected")
-    label_names = None
-    if table is not None and table.label_names is not None:
-        label_names = list(table.label_names)
+    label_names = plan.label_names
     conversion = config.process.to_preprocessing(bool(dict(config.read_options).get("apply_voi")))
     all_labels = [tuple(e["label"]) for _, e in examples if e["label"] is not None]
     manifest = {
         "schema": _enc.SCHEMA_NAME,
         "schema_version": _enc.SCHEMA_VERSION,
         "tool": {"name": "medtf tfrecord-convert", "version": __version__},
-        "image_dtype": image_dtype,
-        "mode": "volume" if spatial_dims == 3 else "slice",
-        "spatial_dims": spatial_dims,
-        "channels": channels,
+        "image_dtype": facts.image_dtype,
+        "mode": "volume" if facts.spatial_dims == 3 else "slice",
+        "spatial_dims": facts.spatial_dims,
+        "channels": facts.channels,
         "preprocessing": conversion.to_dict(),
-        "input_roots": [str(r) for r in roots],
+        **({"input_roots": list(plan.roots)} if config.keep_paths else {}),
         "label_names": label_names,
-        "multilabel": bool(table is not None and table.multilabel),
+        "multilabel": plan.multilabel,
         "num_labels": (len(label_names) if label_names else (max(max(l) for l in all_labels) + 1 if all_labels else 0)),
+        **({"labels_unmatched": {"count": len(plan.labels_unmatched), "first": list(plan.labels_unmatched[:5])}}
+           if plan.labels_unmatched else {}),
         "split_method": split_desc,
         "options": config.options_dict(),
         "splits": splits_info,
@@ -693,20 +938,110 @@ def convert(config: ConvertConfig) -> ConvertResult:
             "files": len(files),
             "converted_files": len(files) - n_rej,
             "rejected_files": n_rej,
-            "units": len(unit_paths),
+            "units": len(plan.unit_paths),
             "examples": len(examples),
         },
         "files": [dict(path=p, **files[p]) for p in sorted(files)],
     }
-    _w.write_manifest(out, manifest)
+    return DatasetLayout(manifest, specs, len(examples))
+
+
+def write_planned_shard(out: str, work: str, spec: ShardSpec, progress=None) -> str:
+    """Write one planned shard into ``out`` atomically, unless a previous run of the same job already did (its
+    marker in ``work/shards`` holds the same digest and the file has the planned size). Returns its name."""
+    path = pathlib.Path(out) / spec.name
+    marker = pathlib.Path(work) / "shards" / f"{spec.name}.digest"
+    try:
+        if marker.read_text() == spec.digest and path.stat().st_size == spec.size:
+            if progress:
+                progress(len(spec.records))
+            return spec.name
+    except OSError:
+        pass
+    _w.write_shard(out, spec.name, spec.records, progress=progress)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    _w.write_atomic(marker, spec.digest, sync_dir=False)
+    return spec.name
+
+
+def finish_dataset(plan: ConversionPlan, layout: DatasetLayout) -> None:
+    """Remove shards no longer planned, then write ``manifest.json`` (last: the dataset is complete); remember
+    the input folders on this machine only (``medtf.records.local``) for raw-input parity."""
+    from medtf.records.local import remember_inputs
+
+    _w.remove_stale(plan.out, [s.name for s in layout.shards])
+    _w.write_manifest(plan.out, layout.manifest)
+    remember_inputs(plan.out, plan.roots)
+
+
+def exit_code(manifest: dict) -> int:
+    """3 when nothing converted, 1 when some inputs were rejected, else 0."""
+    c = manifest["counts"]
+    return EXIT_FAILED if not c["examples"] else (EXIT_SOME_REJECTED if c["rejected_files"] else EXIT_OK)
+
+
+def write_stats(plan: ConversionPlan, examples: int, timings: dict, **extra) -> dict:
+    """``convert_stats.json`` (timings stay out of the manifest, so reruns give identical manifests)."""
+    stats = {"timings": {k: round(v, 4) for k, v in timings.items()}, "workers": plan.config.workers,
+             "units": plan.units, "examples": examples, **extra}
+    _w.write_atomic(pathlib.Path(plan.out) / STATS, _w.dumps_json(stats))
+    return stats
+
+
+def convert(config: ConvertConfig) -> ConvertResult:
+    """Run a conversion (see the module docstring).
+
+    Args:
+        config: options.
+
+    Returns:
+        :class:`ConvertResult`; ``exit_code`` 0 when every input converted, 1 when some were rejected,
+        3 when nothing converted.
+
+    Raises:
+        ConvertError: unusable options or output folder (exit code 2).
+    """
+    t0 = time.perf_counter()
+    # 1. discover
+    plan, pseudonymizer = plan_conversion(config)
+    timings: dict[str, float] = {"discover_s": time.perf_counter() - t0}
+
+    # 2. convert every unit to the cache, decide the dataset-wide properties, re-encode where needed
+    t1 = time.perf_counter()
+    metas = _run_units([(t, None) for t in plan.tasks], config, pseudonymizer, plan.work, plan.fingerprint,
+                       "convert")
+    timings["convert_s"] = time.perf_counter() - t1
+    reject = dict(plan.unit_reject)
+    facts = decide_dataset(config.mode, metas, reject)
+    if facts.redo:  # re-encode the few units whose natural dtype is narrower than the dataset's
+        t2 = time.perf_counter()
+        by_key = {t.unit.key: t for t in plan.tasks}
+        redone = _run_units([(by_key[k], facts.image_dtype) for k in facts.redo], config, pseudonymizer,
+                            plan.work, plan.fingerprint, f"re-encode as {facts.image_dtype}")
+        accept_reencoded(facts, metas, reject, redone)
+        timings["reencode_s"] = time.perf_counter() - t2
+
+    # 3.-5. splits, shards in a seeded order inside each split, manifest (last)
+    layout = layout_dataset(plan, metas, reject, facts)
+    t3 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=layout.examples, desc="write shards", unit="rec", disable=not config.progress,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        for spec in layout.shards:
+            write_planned_shard(plan.out, plan.work, spec, progress=bar.update)
+    finally:
+        bar.close()
+    _close_journal()
+    finish_dataset(plan, layout)
+    timings["write_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
-    stats = {"timings": {k: round(v, 4) for k, v in timings.items()}, "workers": config.workers,
-             "units": len(units), "examples": len(examples)}
-    _w.write_atomic(out / STATS, _w.dumps_json(stats))
+    stats = write_stats(plan, layout.examples, timings)
     if not config.keep_work:
-        shutil.rmtree(out / WORK, ignore_errors=True)
-    code = EXIT_FAILED if not examples else (EXIT_SOME_REJECTED if n_rej else EXIT_OK)
-    return ConvertResult(code, manifest, str(out), stats)
+        shutil.rmtree(pathlib.Path(plan.out) / WORK, ignore_errors=True)
+    _unlock(str(pathlib.Path(plan.out) / LOCK), os.getpid())
+    return ConvertResult(exit_code(layout.manifest), layout.manifest, plan.out, stats)
 
 
 def format_summary(manifest: dict) -> str:
@@ -726,4 +1061,8 @@ def format_summary(manifest: dict) -> str:
         lines.append(f"  rejected {n:>5}  {reason}")
     if len(reasons) > 10:
         lines.append(f"  ... {len(reasons) - 10} more reasons in manifest.json")
+    un = manifest.get("labels_unmatched")
+    if un:
+        lines.append(f"labels CSV: {un['count']} row(s) match no input (first: {', '.join(un['first'])}; "
+                     "tfrecord-convert --lookup maps names to paths)")
     return "\n".join(lines)

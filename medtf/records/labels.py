@@ -19,7 +19,7 @@ import dataclasses
 import os
 import pathlib
 
-RESERVED = ("path", "split", "label")
+RESERVED = ("path", "split", "label", "label_name")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,16 @@ class LabelTable:
     label_names: tuple[str, ...] | None
     multilabel: bool
     has_split: bool
+
+    def match(self, relpath: str) -> str | None:
+        """The entry (normalised CSV path) that :meth:`lookup` uses for ``relpath``, else None."""
+        p = _norm(relpath)
+        while True:
+            if p in self.entries:
+                return p
+            if "/" not in p:
+                return "" if "" in self.entries else None
+            p = p.rsplit("/", 1)[0]
 
     def lookup(self, relpath: str):
         """(label, split) of the most specific entry covering ``relpath`` (a '/'-separated path), else None."""
@@ -61,7 +71,17 @@ def read_labels(csv_path: str | os.PathLike) -> LabelTable:
         fields = [c.strip() for c in (reader.fieldnames or [])]
         if "path" not in fields:
             raise ValueError(f"{csv_path}: labels CSV needs a 'path' column. Received columns: {fields}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            if None in row:  # more fields than the header names
+                raise ValueError(f"{csv_path}: line {line}: {len(fields) + len(row[None])} fields, but the header "
+                                 f"has {len(fields)} ({', '.join(fields)}); quote values that contain commas")
+            if any(v is None for v in row.values()):  # fewer fields than the header
+                have = sum(v is not None for v in row.values())
+                raise ValueError(f"{csv_path}: line {line}: {have} field(s), but the header has {len(fields)} "
+                                 f"({', '.join(fields)})")
+            rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
     has_split = "split" in fields
     label_cols = [c for c in fields if c not in RESERVED]
     multilabel = "label" not in fields
@@ -93,6 +113,14 @@ def read_labels(csv_path: str | os.PathLike) -> LabelTable:
             break
     names = None
     mapping = None
+    if ints and "label_name" in fields:  # integer labels with their names: label_names in label order
+        named: dict[int, str] = {}
+        for i, row in enumerate(rows, start=2):
+            k, n = int(row["label"]), row.get("label_name", "")
+            if n and named.setdefault(k, n) != n:
+                raise ValueError(f"{csv_path}: line {i}: label {k} is named {n!r} here but {named[k]!r} earlier")
+        if named and min(named) >= 0:
+            names = tuple(named.get(k, str(k)) for k in range(max(named) + 1))
     if not ints:
         names = tuple(sorted({v for v in raw if v != ""}))
         mapping = {n: i for i, n in enumerate(names)}

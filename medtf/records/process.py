@@ -50,6 +50,8 @@ class ProcessOptions:
         resize: "resize" (linear interpolation, nearest for masks) or "crop_or_pad" (centre crop, pad
             with the image minimum for raw values and 0 for windows).
         image_dtype: storage dtype to force; None lets :func:`natural_dtype` choose per image.
+        nan_value: replace NaN / ±Inf input values with this number; None (default) rejects an input that
+            holds any, with the count.
     """
 
     intensity: str = "none"
@@ -58,6 +60,7 @@ class ProcessOptions:
     size: tuple[int, ...] | None = None
     resize: str = "resize"
     image_dtype: str | None = None
+    nan_value: float | None = None
 
     def __post_init__(self):
         if self.intensity == "raw":
@@ -84,6 +87,11 @@ class ProcessOptions:
             if not sz or any(s < 1 for s in sz):
                 raise ValueError(f"size must be positive integers. Received: {self.size}")
             object.__setattr__(self, "size", sz)
+        if self.nan_value is not None:
+            v = float(self.nan_value)
+            if not math.isfinite(v):
+                raise ValueError(f"nan_value must be a finite number. Received: {self.nan_value!r}")
+            object.__setattr__(self, "nan_value", v)
         if self.image_dtype is not None and self.image_dtype not in ("uint8", "uint16", "int16", "int32", "float32"):
             raise ValueError(f"image_dtype must be uint8|uint16|int16|int32|float32. Received: {self.image_dtype!r}")
 
@@ -95,7 +103,7 @@ class ProcessOptions:
         )
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "intensity": self.intensity,
             "windows": [list(w) for w in self.windows],
             "spacing": None if self.spacing is None else list(self.spacing),
@@ -103,6 +111,9 @@ class ProcessOptions:
             "resize": self.resize,
             "image_dtype": self.image_dtype,
         }
+        if self.nan_value is not None:  # only when set: older fingerprints and manifests stay the same
+            d["nan_value"] = self.nan_value
+        return d
 
 
 # ------------------------------------------------------------------------------------------ dtypes
@@ -206,6 +217,14 @@ def process_image(image: Image, options: ProcessOptions, *, voi: bool = False) -
     sd = image.spatial_dims
     if image.mask is not None and tuple(image.mask.shape[:sd]) != tuple(image.array.shape[:sd]):
         raise ProcessError(f"mask shape {image.mask.shape} does not match image shape {image.array.shape}")
+    arr0 = np.asarray(image.array)
+    if arr0.dtype.kind == "f" and not np.isfinite(arr0).all():
+        nan, inf = int(np.isnan(arr0).sum()), int(np.isinf(arr0).sum())
+        if options.nan_value is None:
+            raise ProcessError(f"{nan + inf} non-finite value(s) in the image ({nan} NaN, {inf} Inf); rejected "
+                               "(tfrecord-convert --nan-value V replaces them)")
+        image = dataclasses.replace(image, array=np.nan_to_num(arr0, nan=options.nan_value, posinf=options.nan_value,
+                                                               neginf=options.nan_value))
     if options.spacing is not None:
         _check_dims(image, options.spacing, "spacing")
     if options.size is not None:

@@ -105,6 +105,49 @@ class _Reader:
         self._fds.clear()
 
 
+def write_shard(
+    directory: str | os.PathLike,
+    name: str,
+    records: Sequence[tuple[str, int, int]],
+    progress: Callable[[int], None] | None = None,
+    reader: "_Reader | None" = None,
+) -> str:
+    """Write one shard atomically (temp file, fsync, rename, directory fsync) from framed records held in
+    cache files. Safe to run on several machines at once for different shards of one shared folder.
+
+    Args:
+        directory: output folder.
+        name: shard file name (:func:`shard_name`).
+        records: (cache file, offset, length) of each framed record, in output order.
+        progress: called with 1 after each record.
+        reader: an open reader to reuse (one is opened and closed otherwise).
+
+    Returns:
+        ``name``.
+    """
+    import uuid
+
+    directory = pathlib.Path(directory)
+    own = reader is None
+    reader = _Reader() if own else reader
+    tmp = directory / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            for rec in records:
+                f.write(reader.read(*rec))
+                if progress:
+                    progress(1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if own:
+            reader.close()
+    fsync_dir(directory)
+    return name
+
+
 def write_shards(
     directory: str | os.PathLike,
     split: str,
@@ -124,27 +167,13 @@ def write_shards(
     Returns:
         The shard file names, in order.
     """
-    directory = pathlib.Path(directory)
     groups = plan_shards([r[2] for r in records], target_bytes)
-    names = []
     reader = _Reader()
     try:
-        for i, group in enumerate(groups):
-            name = shard_name(split, i, len(groups))
-            tmp = directory / f".{name}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                for idx in group:
-                    f.write(reader.read(*records[idx]))
-                    if progress:
-                        progress(1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, directory / name)
-            names.append(name)
+        return [write_shard(directory, shard_name(split, i, len(groups)), [records[j] for j in group],
+                            progress=progress, reader=reader) for i, group in enumerate(groups)]
     finally:
         reader.close()
-    fsync_dir(directory)
-    return names
 
 
 def remove_stale(directory: str | os.PathLike, keep: Iterable[str]) -> list[str]:

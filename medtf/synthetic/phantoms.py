@@ -146,13 +146,14 @@ def _prepare_out(out) -> pathlib.Path:
     return root
 
 
-def _write_labels(root: pathlib.Path, items: Iterable[dict]) -> pathlib.Path:
+def _write_labels(root: pathlib.Path, items: Iterable[dict], names: tuple[str, str]) -> pathlib.Path:
+    """``labels.csv``: path (relative to ``dicom/`` or the images folder), label (0/1) and its name."""
     path = root / "labels.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label"])
+        w.writerow(["path", "label", "label_name"])
         for it in items:
-            w.writerow([it["path"], int(it["label"])])
+            w.writerow([it["path"], int(it["label"]), names[int(it["label"])]])
     return path
 
 
@@ -398,7 +399,7 @@ def write_cxr_phantoms(
             "path": rel, "label": int(labels[i]), "patient": ds.PatientID, "study": s,
             "transfer_syntax": ts_name, "photometric": photometric, "opacities": info["opacities"],
         })
-    labels_csv = _write_labels(root, items)
+    labels_csv = _write_labels(root, items, ("normal", "opacity"))
     _write_summary(root, "cxr", {
         "n_patients": n_patients, "studies_per_patient": studies_per_patient, "size": size, "seed": seed,
         "positive_fraction": positive_fraction, "transfer_syntaxes": list(transfer_syntaxes),
@@ -624,7 +625,7 @@ def write_ct_phantoms(
             "path": rel_dir, "label": int(labels[idx]), "patient": f"PHANTOM-CT-{p:04d}", "study": s,
             "transfer_syntax": ts_name, "nodules": nodules, "slices": n_slices, "spacing": list(spacing),
         })
-    labels_csv = _write_labels(root, items)
+    labels_csv = _write_labels(root, items, ("normal", "nodule"))
     with open(root / "nodules.csv", "w", newline="") as f:
         wcsv = csv.writer(f)
         wcsv.writerow(["series", "x_mm", "y_mm", "z_mm", "slice", "row", "col", "radius_mm"])
@@ -771,7 +772,7 @@ def write_mri_phantoms(
             "tumor_voxels": int((mask > 0).sum()),
         })
         pairs.append([f"{rel}/flair.nii.gz", f"{rel}/flair.nii.gz;{rel}/t1c.nii.gz", f"{rel}/mask.nii.gz"])
-    labels_csv = _write_labels(root, items)
+    labels_csv = _write_labels(root, items, ("no_tumour", "tumour"))
     with open(root / "pairs.csv", "w", newline="") as f:
         wcsv = csv.writer(f)
         wcsv.writerow(["image", "channels", "mask"])

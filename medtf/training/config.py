@@ -27,6 +27,22 @@ import yaml
 TASKS = ("binary", "multiclass", "multilabel", "ordinal", "segmentation", "restoration")
 
 
+def _did_you_mean(name, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(choices), n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _as_int(value, key: str) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{key} must be an integer. Received: {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be an integer. Received: {value!r}") from None
+
+
 def _check_keys(cls, d: Mapping, where: str) -> None:
     if not isinstance(d, Mapping):
         raise ValueError(f"config section {where or 'top level'!r} must be a mapping. Received: {d!r}")
@@ -34,7 +50,32 @@ def _check_keys(cls, d: Mapping, where: str) -> None:
     for k in d:
         if k not in names:
             path = f"{where}.{k}" if where else str(k)
-            raise ValueError(f"unknown config key {path!r}; expected one of {sorted(names)}")
+            raise ValueError(f"unknown config key {path!r}{_did_you_mean(k, names)}; expected one of {sorted(names)}")
+
+
+def validate_model(model: "ModelConfig") -> None:
+    """Check the builder name and its keyword arguments against the builder's signature (imports the
+    model builders, not the data).
+
+    Raises:
+        ValueError: unknown model name (with the closest names) or a kwarg the builder does not take
+            (named as ``model.kwargs.<key>``).
+    """
+    import inspect
+
+    from medtf.models.registry import available, get_builder
+
+    names = available()
+    if model.name not in names:
+        raise ValueError(f"model.name: unknown model {model.name!r}{_did_you_mean(model.name, names)}; "
+                         f"expected one of {names}")
+    params = inspect.signature(get_builder(model.name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for k in model.kwargs:
+        if k not in params:
+            raise ValueError(f"model.kwargs.{k}: not a parameter of the {model.name!r} builder"
+                             f"{_did_you_mean(k, params)}; expected some of {sorted(params)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +350,10 @@ class TrainConfig:
                 kw[k] = v
         for k in ("epochs", "seed", "steps_per_execution", "verbose"):
             if k in kw:
-                kw[k] = int(kw[k])
+                kw[k] = _as_int(kw[k], k)
+        for k in ("early_stopping_patience", "backup_every_steps", "steps_per_epoch", "folds"):
+            if kw.get(k) is not None:
+                kw[k] = _as_int(kw[k], k)
         if base_dir is not None:
             for k in ("records", "output_dir"):
                 if kw.get(k):
@@ -387,11 +431,17 @@ def apply_overrides(d: Mapping, items) -> dict[str, Any]:
 
 
 def load_config(path, overrides=()) -> TrainConfig:
-    """Read a YAML config file, apply ``--set`` overrides, resolve relative paths against its folder.
+    """Read a YAML config file, apply ``--set`` overrides and validate everything before any work starts.
+
+    Relative ``records``/``output_dir`` paths written in the file resolve against the file's folder; the same
+    keys given with ``--set`` resolve against the current directory. Unknown keys anywhere (including
+    ``data.preprocessing`` and ``model.kwargs``, checked against the builder's signature), unknown model
+    names (with the closest valid ones) and wrong value types are reported as one line naming the
+    dotted key.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: invalid YAML/keys/values (message names the file).
+        ValueError: invalid YAML/keys/values (message names the file and the dotted key).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -402,8 +452,31 @@ def load_config(path, overrides=()) -> TrainConfig:
         raise ValueError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(d, Mapping):
         raise ValueError(f"{path}: training config must be a YAML mapping. Received: {type(d).__name__}")
+    # paths written in the file resolve against the file's folder; paths given with --set against the
+    # current directory (where the user typed them)
+    d = dict(d)
+    for k in PATH_KEYS:
+        if d.get(k):
+            d[k] = _resolve(d[k], path.parent)
     d = apply_overrides(d, overrides)
+    for keys, value in parse_overrides(overrides):
+        if len(keys) == 1 and keys[0] in PATH_KEYS and value:
+            d[keys[0]] = _resolve(value, pathlib.Path.cwd())
     try:
-        return TrainConfig.from_dict(d, base_dir=path.parent)
+        config = TrainConfig.from_dict(d)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+    try:
+        validate_model(config.model)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return config
+
+
+#: config keys holding paths (resolved against the config's folder, or the current directory for --set)
+PATH_KEYS = ("records", "output_dir")
+
+
+def _resolve(value, base: pathlib.Path) -> str:
+    p = pathlib.Path(str(value)).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())

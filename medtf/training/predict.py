@@ -74,7 +74,8 @@ def _safe_name(key: str, index: int) -> str:
 
 
 def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: str = "auto", overlap: float = 0.5,
-                   batch_size: int = 4, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+                   batch_size: int = 4, progress: bool = True,
+                   show_paths: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
     """Predict every image found under ``inputs`` with the run's model.
 
     Args:
@@ -85,6 +86,8 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
         overlap: sliding-window overlap for segmentation inputs larger than the model.
         batch_size: windows per model call.
         progress: tqdm progress bar over inputs.
+        show_paths: add ``"path"`` (the file, or a series' folder) to each row; off by default since names
+            can identify patients — ``"source"`` is the keyed pseudonym the records use.
 
     Returns:
         (rows, rejected): one dict per predicted image ({"source", "index", ...task fields}) and
@@ -127,6 +130,8 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
                     x = prepare(a, info, sp)
                     p = np.asarray(model(x[None], training=False))[0]
                     row = {"source": unit.key, "index": int(image.index)}
+                    if show_paths:
+                        row["path"] = _shown_path(unit)
                     if k is not None:
                         row["slice"] = k
                     row.update(interpret(p, info))
@@ -141,12 +146,18 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
             _write_volume(out, image, masks_dir / name)
             row = {"source": unit.key, "index": int(image.index), "output": str(masks_dir / name),
                    "shape": list(out.shape)}
+            if show_paths:
+                row["path"] = _shown_path(unit)
             if info.task == "segmentation":
                 row["labels_present"] = sorted(int(v) for v in np.unique(out))
             rows.append(row)
         except (ValueError, OSError) as exc:
             rejected.append((unit.key, str(exc)))
     return rows, rejected
+
+
+def _shown_path(unit) -> str:
+    return unit.paths[0] if len(unit.paths) == 1 else str(pathlib.Path(unit.paths[0]).parent)
 
 
 def predict_dense_model_space(model, x: np.ndarray, win, overlap: float = 0.5, batch_size: int = 4) -> np.ndarray:

@@ -98,13 +98,141 @@ def _class_names(config: TrainConfig, manifest: dict) -> list[str]:
     return [str(i) for i in range(int(n or (2 if config.task == "binary" else 0)))]
 
 
-def _strategy():
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def load_cluster(path) -> dict:
+    """Read a ``TF_CONFIG``-style JSON file (``--cluster FILE``):
+    ``{"cluster": {"worker": ["host1:port", ...], ["chief": [...]]}, "task": {"type": "worker", "index": 0}}``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, or without a cluster with workers and this process's task (type and index).
+    """
+    import json
+
+    path = pathlib.Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--cluster {path}: no such file") from None
+    except ValueError as exc:
+        raise ValueError(f"--cluster {path}: not JSON ({exc})") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not cluster.get("worker") or not all(
+            isinstance(v, list) and all(isinstance(a, str) and ":" in a for a in v) for v in cluster.values()):
+        raise ValueError(f'--cluster {path}: expected {{"cluster": {{"worker": ["host:port", ...]}}, "task": ...}}. '
+                         f"Received cluster: {cluster!r}")
+    if (not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int)
+            or not 0 <= task["index"] < len(cluster[task["type"]])):
+        raise ValueError(f'--cluster {path}: "task" must name this process, e.g. {{"type": "worker", "index": 0}}, '
+                         f"with a type and index present in the cluster. Received: {task!r}")
+    return {"cluster": cluster, "task": {"type": task["type"], "index": task["index"]}}
+
+
+def _strategy(kind: str = "default", cluster: dict | None = None):
+    """The ``tf.distribute`` strategy of a run: one device (default), ``MirroredStrategy`` (the local GPUs) or
+    ``MultiWorkerMirroredStrategy`` (the cluster of ``cluster``, else of ``$TF_CONFIG``). Create it before any
+    other TensorFlow work: the collective strategy must configure the runtime first."""
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
+    if kind not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}. Received: {kind!r}")
+    if kind == "default":
+        if cluster is not None:
+            raise ValueError("a cluster needs strategy 'multiworker'")
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    if cluster is not None:
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster["cluster"]), task_type=cluster["task"]["type"],
+            task_id=cluster["task"]["index"], rpc_layer="grpc")
+    elif os.environ.get("TF_CONFIG"):
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    else:
+        raise ValueError("strategy 'multiworker' needs the cluster: set the TF_CONFIG environment variable or pass "
+                         "--cluster FILE (docs/scale.md)")
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+
+
+def _num_workers(strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, len(spec.get("chief", [])) + len(spec.get("worker", [])))
+
+
+def _is_chief(strategy) -> bool:
+    """Whether this process writes the run folder (the chief, or worker 0 of a cluster without a chief)."""
+    return bool(strategy.extended.should_checkpoint)
+
+
+def _shard_by_data(ds, strategy):
+    """Distributed runs split every global batch between the workers by element (``AutoShardPolicy.DATA``): each
+    worker reads the same seeded stream and keeps its part, so steps per epoch and batch order stay the run's."""
+    import tensorflow as tf
+
+    if ds is None or _num_workers(strategy) == 1:
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _distributed_fixes(model, strategy, element_spec) -> None:
+    """What Keras 3 (3.15, TF 2.21) needs to train under a ``tf.distribute`` strategy as it trains on one device.
+
+    * ``fit`` and ``evaluate`` start by pulling one batch from the input to learn its shapes and then restart the
+      input: the shuffled stream would be consumed once before training, so the batch order would no longer be
+      the run's (seed, epoch) order and a resumed run would not see the batches the interrupted one would have.
+      The model, metrics and optimizer are built here from ``element_spec`` instead, and that step is skipped.
+      (With several workers the step would also fail: it averages the batch with ``strategy.reduce`` over a
+      tuple, which the collective strategy rejects; tensorflow/tensorflow#72388.)
+    * Batch normalisation normalises with the statistics of the global batch (``synchronized=True``): each
+      replica would otherwise update its moving mean and variance from its own part of the batch, and the
+      replicas' models would drift apart (the trainable weights stay equal through the gradient all-reduce).
+    * With several workers, every step's logs are averaged across workers with
+      ``strategy.reduce("MEAN", v, axis=0)``, which fails on scalars: the steps return them with shape [1] and
+      the mean across workers comes out a scalar. The metrics themselves are the global ones (their variables
+      are summed across workers when read).
+    """
+    import keras
+    import tensorflow as tf
+
+    if strategy.num_replicas_in_sync > 1:
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    with strategy.scope():
+        model._symbolic_build(data_batch=element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    if _num_workers(strategy) == 1:
+        return
+
+    def as_vectors(logs):
+        return tf.nest.map_structure(lambda v: tf.reshape(v, [1]) if getattr(v, "shape", None) is not None
+                                     and v.shape.rank == 0 else v, logs)
+
+    train_step, test_step = model.train_step, model.test_step
+    model.train_step = lambda data: as_vectors(train_step(data))
+    model.test_step = lambda data: as_vectors(test_step(data))
+
+
+def _worker_dir(run: pathlib.Path, strategy, start_epoch: int) -> pathlib.Path:
+    """A non-chief worker's temporary folder for its checkpoints, logs and history (removed at the end). It starts
+    from the chief's history and best model, so its callbacks decide (early stopping, best model) as the chief's."""
+    import tempfile
+
+    resolver = strategy.cluster_resolver
+    folder = pathlib.Path(tempfile.mkdtemp(prefix=f"medtf-{run.name}-{resolver.task_type}{resolver.task_id}-"))
+    for name in (HISTORY_FILE, MODEL_FILE):
+        if (run / name).exists():
+            shutil.copyfile(run / name, folder / name)
+    cb.truncate_history(folder / HISTORY_FILE, start_epoch)
+    return folder
 
 
 def build_model(config: TrainConfig, input_shape):
@@ -223,7 +351,8 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=()) -> pathlib.Path:
+def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=(),
+          overwrite: bool = False, strategy: str = "default", cluster: dict | None = None) -> pathlib.Path:
     """Train one model and write its run folder.
 
     Args:
@@ -232,12 +361,21 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
         run_dir: explicit run folder (default ``output_dir/run_name``; with ``resume`` and no run_name,
             the newest run in ``output_dir``).
         callbacks: extra Keras callbacks, run after medtf's own (e.g. timing, custom logging).
+        strategy: "default" (one device), "mirrored" (``tf.distribute.MirroredStrategy`` over the local GPUs) or
+            "multiworker" (``tf.distribute.MultiWorkerMirroredStrategy``; every worker runs this same call with
+            its own ``TF_CONFIG`` / ``cluster``; the data are split between workers by element; only the chief
+            writes the run folder, the other workers write to temporary folders; ``output_dir`` must be a folder
+            every worker sees, and ``resume`` restarts every worker from the chief's backup). See docs/scale.md.
+        cluster: this worker's ``TF_CONFIG`` as a dict (:func:`load_cluster`), instead of ``$TF_CONFIG``.
+        overwrite: replace a finished run in the run folder (the whole folder is removed first, so a run
+            folder never mixes artifacts — model, evaluations, exports — of two trainings).
 
     Returns:
         The run folder (``config.yaml``, ``model.keras``, ``model.json``, ``history.csv``, ``logs/``).
 
     Raises:
         FileNotFoundError / ValueError: missing records or invalid config (messages name the key/path).
+        FileExistsError: the run folder holds a finished run and neither ``resume`` nor ``overwrite`` is set.
     """
     import keras
     import tensorflow as tf
@@ -248,15 +386,25 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
     from medtf.training.schedules import make_optimizer, make_schedule
 
     config = resolve_config(config)
+    dist = _strategy(strategy, cluster)  # before any other TensorFlow work (collectives configure the runtime)
+    chief = _is_chief(dist)
     run = pathlib.Path(run_dir) if run_dir is not None else make_run_dir(config, resume)
     if config.run_name is None:
         config = config.replace(run_name=run.name)
+    finished = (run / "model.json").exists()  # written last: an interrupted run has none
+    if finished and not resume:
+        if not overwrite:
+            raise FileExistsError(f"{run}: holds a finished run; pass --overwrite to replace it (its evaluations "
+                                  "and exports are removed too) or choose another run_name")
+        if chief:
+            shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True, exist_ok=True)
     backup = run / BACKUP_DIR
     history_path = run / HISTORY_FILE
     if not resume and cb.read_resume_state(backup) is not None:
         raise FileExistsError(f"{run}: holds an interrupted run; pass --resume to continue it or choose another run_name")
-    atomic_write_text(run / CONFIG_FILE, config.to_yaml())
+    if chief:
+        atomic_write_text(run / CONFIG_FILE, config.to_yaml())
 
     keras.utils.set_random_seed(int(config.seed))
     if config.deterministic_ops:
@@ -265,9 +413,8 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
 
     data = _Data(config)
     input_shape = _input_shape(data._probe, config)
-    strategy = _strategy()
     mode = monitor_mode(config.monitor, config.monitor_mode)
-    with strategy.scope():
+    with dist.scope():
         metrics = task_metrics(config.task, num_classes=int(config.data.num_classes or 1),
                                label_mode=config.data.label_mode)
         names = ["loss"] + [m.name for m in metrics]
@@ -283,10 +430,13 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
         model.compile(optimizer=make_optimizer(config.optimizer, lr), loss=loss,
                       metrics=metrics,
                       steps_per_execution=int(config.steps_per_execution), jit_compile=config.jit_compile)
+    if strategy != "default":
+        _distributed_fixes(model, dist, data._probe.element_spec)
 
     start_epoch, skip = 0, 0
-    if resume:
-        state = cb.restore_backup(model, backup)
+    if resume:  # every worker restarts from the chief's backup
+        with dist.scope():
+            state = cb.restore_backup(model, backup)
         if state is not None:
             start_epoch, skip = int(state["epoch"]), int(state["batch"])
             print(f"resuming {run.name} at epoch {start_epoch + 1}, batch {skip} "
@@ -294,6 +444,9 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
         elif (run / MODEL_FILE).exists() and (run / "model.json").exists():
             print(f"{run}: already complete; nothing to resume", file=sys.stderr)
             return run
+    # the chief writes the run folder; any other worker runs the same callbacks into a temporary folder
+    out = run if chief else _worker_dir(run, dist, start_epoch)
+    history_path = out / HISTORY_FILE
     cb.truncate_history(history_path, start_epoch)
 
     extra_callbacks = list(callbacks)
@@ -301,37 +454,43 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
 
     def callbacks(first_batch: int, append: bool):
         c = [keras.callbacks.CSVLogger(str(history_path), append=append),
-             cb.ResumableModelCheckpoint(str(run / MODEL_FILE), history_path, mode, monitor=config.monitor)]
+             cb.ResumableModelCheckpoint(str(out / MODEL_FILE), history_path, mode, monitor=config.monitor)]
         if ema:  # validation scores the averaged weights
             c.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
         if config.early_stopping_patience is not None:
             c.append(cb.ResumableEarlyStopping(history_path, mode, monitor=config.monitor,
                                                patience=int(config.early_stopping_patience)))
         if config.tensorboard and _tensorboard_available():
-            c.append(keras.callbacks.TensorBoard(str(run / "logs"), update_freq="epoch", profile_batch=0))
-        c.append(cb.ResumeCheckpoint(backup, config.backup_every_steps, start_batch=first_batch))
+            c.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch", profile_batch=0))
+        c.append(cb.ResumeCheckpoint(out / BACKUP_DIR, config.backup_every_steps, start_batch=first_batch))
         if os.environ.get(KILL_ENV):
             c.append(cb.InterruptAfterBatches(int(os.environ[KILL_ENV])))
         return c + extra_callbacks
 
     if config.val_split and data.val is None and config.monitor.startswith("val_"):
         raise ValueError(f"monitor {config.monitor!r} needs a validation split; {config.val_split!r} is empty")
-    fit_kw = dict(validation_data=data.val, verbose=int(config.verbose), shuffle=False)  # the stream is shuffled
+    fit_kw = dict(validation_data=_shard_by_data(data.val, dist), verbose=int(config.verbose),
+                  shuffle=False)  # the stream is shuffled
     append = history_path.exists() and start_epoch > 0
     stopped = False
     if start_epoch < config.epochs and skip:
         # finish the interrupted epoch from its next batch, then continue with whole epochs
-        model.fit(data.stream(start_epoch, skip, start_epoch + 1), initial_epoch=start_epoch, epochs=start_epoch + 1,
+        model.fit(_shard_by_data(data.stream(start_epoch, skip, start_epoch + 1), dist), initial_epoch=start_epoch,
+                  epochs=start_epoch + 1,
                   steps_per_epoch=data.steps_per_epoch - skip, callbacks=callbacks(skip, append), **fit_kw)
         stopped = bool(model.stop_training)
         start_epoch, skip, append = start_epoch + 1, 0, True
     if start_epoch < config.epochs and not stopped:
-        model.fit(data.stream(start_epoch, 0, config.epochs), initial_epoch=start_epoch, epochs=config.epochs,
+        model.fit(_shard_by_data(data.stream(start_epoch, 0, config.epochs), dist), initial_epoch=start_epoch,
+                  epochs=config.epochs,
                   steps_per_epoch=data.steps_per_epoch, callbacks=callbacks(0, append), **fit_kw)
 
-    if not (run / MODEL_FILE).exists():  # monitor never produced a value: keep the last model
+    if not (out / MODEL_FILE).exists():  # monitor never produced a value: keep the last model
         with cb.ema_weights(model):
-            model.save(str(run / MODEL_FILE))
+            model.save(str(out / MODEL_FILE))
+    if not chief:  # a worker's files were only there to keep its steps in step with the chief's
+        shutil.rmtree(out, ignore_errors=True)
+        return run
     best = load_model(run)
     threshold = None
     if config.task == "binary" and data.val is not None:

@@ -51,7 +51,7 @@ def test_config_round_trips_and_validates():
     assert DataConfig.from_json(cfg.to_json()) == cfg
     assert DataConfig.from_yaml(cfg.to_yaml()) == cfg
     assert DataConfig.from_yaml("data:\n  batch_size: 4\n  augment: light\n") == DataConfig(batch_size=4, augment="light")
-    with pytest.raises(ValueError, match="unknown DataConfig keys"):
+    with pytest.raises(ValueError, match="unknown config key .data.batchsize. .did you mean .batch_size"):
         DataConfig.from_dict({"batchsize": 3})
     with pytest.raises(ValueError, match="mixup/cutmix mix labels"):
         DataConfig(augment=AugmentConfig(mixup_p=0.5), label_mode="sparse")

@@ -219,7 +219,7 @@ def test_cli_explain_png_inputs(tmp_path, binary_model, run_writer, capsys):
     assert info["layer"] == "block2_relu" and len(info["cases"]) == 3 and info["rejected"] == 1
     assert all(0 <= v <= 1 for c in info["cases"] for v in c["probabilities"])
     capsys.readouterr()
-    assert main(["explain", str(run), str(inputs / "notes.txt"), "--out", str(out)]) == 2
+    assert main(["explain", str(run), str(inputs / "notes.txt"), "--out", str(out)]) == 3  # nothing readable
     assert "no readable image" in capsys.readouterr().err
 
 
@@ -257,5 +257,8 @@ def test_explain_run_3d_nifti(tmp_path, run_writer):
     result = explain_run(run, [tmp_path / "case.nii.gz"], tmp_path / "out", class_index=2)
     assert result["layer"] == "block2_relu" and result["cases"][0]["class_name"] == "c"
     png = mpimg.imread(tmp_path / "out" / "case_0001_gradcam.png")
-    assert png.shape[:2] == (16, 16 + 2 + 16 + 2 + 16)  # axial 16×16 | coronal 8×16 | sagittal 8×16
-    assert len(result["cases"][0]["peak"]) == 3
+    assert png.shape[:2] == (440, 1340)  # a figure: three mid-slice panels, a title and a colour bar
+    case = result["cases"][0]
+    assert case["shown_shape"] == [10, 20, 20]  # the source volume at its own resolution, not the 8x16x16 input
+    assert case["title"].startswith("case_0001: c = ")
+    assert len(case["peak"]) == 3

@@ -298,3 +298,38 @@ def test_enhanced_multiframe_geometry_from_functional_groups(tmp_path):
     path2, _ = _enhanced_multiframe(tmp_path / "irr.dcm", [(0, 0, 0), (0, 0, 1), (0, 0, 5)])
     irregular = read_dicom_file(path2, pseudonymizer=PZ)[0]
     assert irregular.spacing[0] == 1.0 and irregular.meta["frame_spacing_default"] is True
+
+
+def test_single_segment_seg_from_highdicom_reads_back(tmp_path):
+    """highdicom writes a one-segment SEG's segment number once, in the shared functional groups."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from medtf.io.seg import read_dicom_seg
+
+    paths = sorted(make_series(tmp_path / "ct", n=4), key=str)
+    sources = sorted((pydicom.dcmread(p) for p in paths), key=lambda d: float(d.ImagePositionPatient[2]))
+    frame_of_reference = pydicom.uid.generate_uid()
+    for d in sources:  # the patient/study module highdicom copies into the SEG
+        d.FrameOfReferenceUID = d.get("FrameOfReferenceUID") or frame_of_reference
+        for kw in ("PatientName", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
+                   "ReferringPhysicianName", "StudyDate", "StudyTime"):
+            if kw not in d:
+                setattr(d, kw, "1" if kw == "StudyID" else ("20240101" if kw == "StudyDate" else
+                                                            "120000" if kw == "StudyTime" else ""))
+    mask = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), dtype=bool)
+    mask[1:3, 2:6, 3:7] = True
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="lesion", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[desc], series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="medtf", manufacturer_model_name="test", software_versions="0",
+        device_serial_number="0")
+    seg.save_as(tmp_path / "seg.dcm")
+    res = read_dicom_seg(tmp_path / "seg.dcm", [str(p) for p in paths])
+    assert list(res.labels) == ["lesion"]
+    got = res.mask[..., 0] if res.mask.ndim == 4 else res.mask
+    np.testing.assert_array_equal(got.astype(bool), mask)

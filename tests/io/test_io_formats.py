@@ -206,7 +206,8 @@ def test_discover_every_file_exactly_once_and_deterministic(tmp_path):
     units, rejected = discover([root], pseudonymizer=PZ)
     consumed = [p for u in units for p in u.paths] + [p for p, _ in rejected]
     assert sorted(consumed) == all_files and len(consumed) == len(set(consumed))
-    kinds = {u.key: u.kind for u in units}
+    kinds = {u.rel or u.key: u.kind for u in units}
+    assert all(u.key.startswith(("F-", "series-")) for u in units)  # names are pseudonyms by default
     assert kinds["pics/a.png"] == "image" and kinds["vol.nii.gz"] == "nifti" and kinds["data.npz"] == "npz"
     assert kinds["single/xr.dcm"] == "dicom"  # a one-slice series stays a 2D unit in auto mode
     assert sum(k == "dicom_series" for k in kinds.values()) == 1

@@ -118,7 +118,7 @@ def test_brats_case_with_aligned_mask(shared_data):
     # discover with patient_from="parent" puts the case's files under one patient
     units, _ = discover([case.parent], pseudonymizer=PZ)
     pats = {read_unit(u, pseudonymizer=PZ, options=ReadOptions(patient_from="parent"))[0].patient
-            for u in units if u.key.startswith("brats_2013_pat0001_1/") and u.kind == "nifti"}
+            for u in units if u.rel.startswith("brats_2013_pat0001_1/") and u.kind == "nifti"}
     assert len(pats) == 1
 
 

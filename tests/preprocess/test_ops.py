@@ -224,7 +224,7 @@ def test_bad_specs_and_sizes_raise_clear_errors():
         Preprocessing(intensity="hu")
     with pytest.raises(ValueError, match=r"preprocessing\.spacing"):
         Preprocessing(spacing=(1.0, -2.0))
-    with pytest.raises(ValueError, match="unknown preprocessing key"):
+    with pytest.raises(ValueError, match="unknown config key .preprocessing.intensty. .did you mean .intensity"):
         Preprocessing.from_dict({"intensty": "window"})
     with pytest.raises(ValueError, match="spacing is unknown"):
         P.apply(np.zeros((4, 4, 1)), Preprocessing(spacing=(1.0,)))

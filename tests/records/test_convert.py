@@ -49,7 +49,7 @@ def _records(out, split):
 
 def test_volumes_labels_patient_split_and_load_round_trip(tmp_path):
     vols = _dataset(tmp_path / "in")
-    res = convert(ConvertConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"),
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"),
                                 labels=str(tmp_path / "labels.csv"), split="0.5,0.25,0.25", progress=False))
     m = res.manifest
     assert res.exit_code == 0
@@ -83,7 +83,7 @@ def test_volumes_labels_patient_split_and_load_round_trip(tmp_path):
 
 def test_slice_mode_and_window_channels(tmp_path):
     _dataset(tmp_path / "in", n_patients=2, n_slices=2)
-    res = convert(ConvertConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), mode="slice",
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), mode="slice",
                                 process=__import__("medtf.records.process", fromlist=["x"]).ProcessOptions(
                                     intensity="window", windows=("lung", "mediastinum")),
                                 split="train=1.0", progress=False))
@@ -103,7 +103,7 @@ def test_two_workers_byte_identical_to_one(tmp_path):
     outs = []
     for w in (1, 2):
         out = tmp_path / f"out{w}"
-        convert(ConvertConfig(inputs=(str(tmp_path / "in"),), output=str(out), mode="slice", workers=w,
+        convert(ConvertConfig(keep_paths=True, inputs=(str(tmp_path / "in"),), output=str(out), mode="slice", workers=w,
                               labels=str(tmp_path / "labels.csv"), progress=False, shard_mb=0.002))
         outs.append(_outputs(out))
     assert outs[0] == outs[1]
@@ -139,7 +139,7 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path):
     assert not (out / ".work").exists()
     # without --resume an existing dataset is refused (usage error)
     with pytest.raises(ConvertError, match="--resume"):
-        convert(ConvertConfig(inputs=(str(tmp_path / "in"),), output=str(out), progress=False))
+        convert(ConvertConfig(keep_paths=True, inputs=(str(tmp_path / "in"),), output=str(out), progress=False))
 
 
 def test_malformed_inputs_rejected_with_reasons_good_ones_convert(tmp_path):
@@ -158,7 +158,7 @@ def test_malformed_inputs_rejected_with_reasons_good_ones_convert(tmp_path):
     huge.Rows, huge.Columns, huge.NumberOfFrames = 65535, 65535, 9999
     fac.save(huge, inp / "absurd.dcm")
     (inp / "notes.txt").write_text("not an image\n")
-    res = convert(ConvertConfig(inputs=(str(inp),), output=str(tmp_path / "out"), split="train=1.0",
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(inp),), output=str(tmp_path / "out"), split="train=1.0",
                                 progress=False))
     assert res.exit_code == 1
     files = {f["path"]: f for f in res.manifest["files"]}
@@ -171,12 +171,12 @@ def test_malformed_inputs_rejected_with_reasons_good_ones_convert(tmp_path):
 def test_nothing_converted_is_exit_3_and_bad_options_raise(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("x")
-    res = convert(ConvertConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), progress=False))
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), progress=False))
     assert res.exit_code == 3 and res.manifest["counts"]["rejected_files"] == 1
     with pytest.raises(ConvertError, match="--split"):
-        ConvertConfig(inputs=("x",), output="y", split="0.5,0.6")
+        ConvertConfig(keep_paths=True, inputs=("x",), output="y", split="0.5,0.6")
     with pytest.raises(ConvertError, match="no such file"):
-        convert(ConvertConfig(inputs=(str(tmp_path / "missing"),), output=str(tmp_path / "o2"), progress=False))
+        convert(ConvertConfig(keep_paths=True, inputs=(str(tmp_path / "missing"),), output=str(tmp_path / "o2"), progress=False))
 
 
 def test_labels_csv_missing_entry_rejects_that_file(tmp_path):
@@ -184,7 +184,7 @@ def test_labels_csv_missing_entry_rejects_that_file(tmp_path):
     for p in range(3):
         fac.write_single(inp / f"s{p}.dcm", f"PID-{p}", seed=p)
     (tmp_path / "l.csv").write_text("path,effusion,nodule,split\ns0.dcm,1,0,train\ns1.dcm,1,1,test\n")
-    res = convert(ConvertConfig(inputs=(str(inp),), output=str(tmp_path / "out"), labels=str(tmp_path / "l.csv"),
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(inp),), output=str(tmp_path / "out"), labels=str(tmp_path / "l.csv"),
                                 progress=False))
     files = {f["path"]: f for f in res.manifest["files"]}
     assert files["s2.dcm"] == {"path": "s2.dcm", "outcome": "rejected", "reason": "not listed in the labels CSV",

@@ -53,7 +53,7 @@ def test_every_pydicom_test_file_converts_or_is_rejected(tmp_path):
     files = sorted(p for p in pydicom.data.get_testdata_files() if p.endswith(".dcm"))
     for p in files:
         shutil.copy(p, src / p.split("/")[-1])
-    res = convert(ConvertConfig(inputs=(str(src),), output=str(tmp_path / "out"), mode="slice",
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(src),), output=str(tmp_path / "out"), mode="slice",
                                 split="train=1.0", progress=False))
     assert res.exit_code in (0, 1)
     m = res.manifest
@@ -94,7 +94,7 @@ def test_lidc_series_in_any_order_equals_simpleitk(tmp_path, shared_data):
     shuffled.mkdir()
     for i, p in enumerate(np.random.default_rng(1).permutation(dcms)):
         shutil.copy(p, shuffled / f"{i:03d}_x.dcm")  # names carry no order
-    res = convert(ConvertConfig(inputs=(str(shuffled),), output=str(tmp_path / "out"), mode="volume",
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(shuffled),), output=str(tmp_path / "out"), mode="volume",
                                 split="train=1.0", progress=False))
     assert res.exit_code == 0
     (rec,) = _records(tmp_path / "out", "train").values()
@@ -127,7 +127,7 @@ def test_dicom_seg_masks_align_with_nrrd(tmp_path, shared_data):
     inp = tmp_path / "in"
     shutil.copytree(root / "ct-3slice", inp / "ct")
     shutil.copy(root / "partial_overlaps.dcm", inp / "seg.dcm")
-    res = convert(ConvertConfig(inputs=(str(inp),), output=str(tmp_path / "out"), mode="volume",
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(inp),), output=str(tmp_path / "out"), mode="volume",
                                 split="train=1.0", progress=False))
     assert res.exit_code == 0, res.manifest["files"]
     (rec,) = _records(tmp_path / "out", "train").values()
@@ -150,7 +150,7 @@ def test_dicom_seg_masks_align_with_nrrd(tmp_path, shared_data):
 @pytest.mark.parametrize("name,sizes", [("pneumoniamnist", (4708, 524, 624)), ("retinamnist", (1080, 120, 400))])
 def test_medmnist_official_splits_and_bit_exact_round_trip(tmp_path, shared_data, name, sizes):
     path = shared_data(name) / f"{name}.npz"
-    res = convert(ConvertConfig(inputs=(str(path),), output=str(tmp_path / "out"), progress=False))
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(path),), output=str(tmp_path / "out"), progress=False))
     assert res.exit_code == 0
     m = res.manifest
     assert [m["splits"][s]["examples"] for s in ("train", "val", "test")] == list(sizes)

@@ -186,7 +186,7 @@ def test_cxr_phantoms_convert_losslessly(tmp_path):
     from medtf.records.schema import parse_example
 
     s = ph.write_cxr_phantoms(tmp_path / "ph", n_patients=4, studies_per_patient=2, size=32, seed=2)
-    res = convert(ConvertConfig(inputs=(str(s.images_dir),), output=str(tmp_path / "rec"), labels=str(s.labels_csv),
+    res = convert(ConvertConfig(keep_paths=True, inputs=(str(s.images_dir),), output=str(tmp_path / "rec"), labels=str(s.labels_csv),
                                 progress=False))
     m = res.manifest
     assert m["counts"]["rejected_files"] == 0 and m["counts"]["examples"] == 8

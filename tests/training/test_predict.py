@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -44,10 +45,13 @@ def test_train_then_predict_png_folder(tmp_path):
     rc = main(["predict", str(run), str(tmp_path / "in"), "--out", str(out)])
     assert rc == 1  # notes.txt rejected, the images predicted
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 4
+    assert len(rows) == 4 and all(r["source"].startswith("F-") and "path" not in r for r in rows)
+    assert "img0" not in out.read_text()  # file names are identifiers: only pseudonyms by default
+    rc = main(["predict", str(run), str(tmp_path / "in"), "--out", str(out), "--show-paths"])
+    rows = list(csv.DictReader(out.open()))
     model = load_model(run)
     for r in rows:
-        a = imgs[r["source"]].astype(np.float32)[None, ..., None] / 255.0  # independent NumPy preprocessing
+        a = imgs[pathlib.Path(r["path"]).name].astype(np.float32)[None, ..., None] / 255.0  # independent preprocessing
         p = float(np.asarray(model(a))[0, 0])
         assert float(r["probability"]) == pytest.approx(p, abs=1e-6)
         assert int(r["prediction"]) == int(p >= info.threshold)
