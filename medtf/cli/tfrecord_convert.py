@@ -74,6 +74,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookup", action="store_true",
                         help="print which input file each pseudonymous source name stands for (this terminal only; "
                         "needs the same pseudonym key), then exit; no records are written")
+    parser.add_argument("--masks", default=None, metavar="DIR",
+                        help="folder of masks (PNG, TIFF, NIfTI, DICOM) paired with the inputs by key: each image "
+                        "gets the mask with the same key, on the same grid; every spatial step moves it with "
+                        "nearest neighbour")
+    parser.add_argument("--pair", default=None, metavar="REGEX",
+                        help="pairing key = the first group of REGEX in each file name (default: the name without "
+                        "its extension), e.g. '(case_\\d+)'")
+    parser.add_argument("--mask-map", default=None, metavar="V=L[,V=L...]",
+                        help="mask value → label (e.g. 255=1,128=2); masks holding only {0, 255} are read as {0, 1}")
     parser.add_argument("--nan-value", type=float, default=None, metavar="V",
                         help="replace NaN/Inf input values with V (default: reject such inputs, with the count)")
     parser.add_argument("--resize", choices=("resize", "crop_or_pad"), default="resize",
@@ -144,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             split=args.split, seed=args.seed, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
             key_file=args.key_file, shard_mb=args.shard_mb, read_options=_read_options(args),
             progress=not args.no_progress, keep_work=args.keep_work, keep_paths=args.keep_paths,
+            masks=args.masks, pair=args.pair, mask_map=_mask_map(args.mask_map),
         )
         if args.runner == "beam":
             from medtf.records.beam import convert_beam
@@ -179,6 +189,20 @@ def run(args: argparse.Namespace) -> int:
               + (" (see the rejections above and in manifest.json)" if n else " (the input folder is empty)"),
               file=sys.stderr)
     return result.exit_code
+
+
+def _mask_map(text: str | None) -> tuple:
+    """``"255=1,128=2"`` → ((255, 1), (128, 2)); raises ValueError naming the bad item."""
+    if not text:
+        return ()
+    out = []
+    for item in text.split(","):
+        try:
+            v, label = (int(x) for x in item.split("="))
+        except ValueError:
+            raise ValueError(f"--mask-map items must look like '255=1'. Received: {item!r}") from None
+        out.append((v, label))
+    return tuple(out)
 
 
 def _lookup(args) -> int:

@@ -268,7 +268,7 @@ def prepare_job(config: ConvertConfig, beam_options: dict[str, str] | Sequence[s
     for task in plan.tasks:
         prior = {}
         for dtype in (None,) + STORAGE_DTYPES:
-            meta = resume_lookup(done, task.unit.key, plan.fingerprint, dtype, task.unit.paths)
+            meta = resume_lookup(done, task.unit.key, plan.fingerprint, dtype, task.paths)
             if meta is not None:
                 prior[dtype] = meta
         elements.append((task, prior))

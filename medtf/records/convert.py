@@ -43,6 +43,7 @@ import numpy as np
 
 from medtf import __version__
 from medtf.io import Pseudonymizer, ReadError, ReadOptions, discover, iter_npz, read_unit
+from medtf.io.sources import walk_inputs
 from medtf.records import encode as _enc
 from medtf.records import writer as _w
 from medtf.records.labels import LabelTable, read_labels
@@ -81,6 +82,12 @@ class ConvertConfig:
         read_options: extra keyword arguments for ``medtf.io.ReadOptions`` (e.g. ``{"voi": True}``).
         progress: show a progress bar on stderr.
         keep_work: keep ``OUTPUT/.work`` after success.
+        masks: a folder of masks (PNG, TIFF, NIfTI, DICOM) paired with the inputs by key (see ``pair``):
+            each image gets the mask whose key equals its own, on the same grid.
+        pair: regular expression whose first group, applied to a file name, is its pairing key (default:
+            the file name without its extension).
+        mask_map: (value, label) pairs applied to mask values (``--mask-map 255=1,128=2``); a mask whose
+            only values are {0, 255} is read as {0, 1} without it.
         keep_paths: name sources by their relative paths (UIDs in them still replaced) instead of keyed
             pseudonyms, and write the input folders into the manifest — only for data known to be anonymous.
     """
@@ -101,9 +108,26 @@ class ConvertConfig:
     progress: bool = True
     keep_work: bool = False
     keep_paths: bool = False
+    masks: str | None = None
+    pair: str | None = None
+    mask_map: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(str(p) for p in self.inputs))
+        object.__setattr__(self, "mask_map", tuple((int(a), int(b)) for a, b in self.mask_map))
+        if self.masks is not None and not os.path.isdir(self.masks):
+            raise ConvertError(f"--masks {self.masks}: no such folder")
+        if self.pair is not None:
+            import re
+
+            try:
+                re.compile(self.pair)
+            except re.error as exc:
+                raise ConvertError(f"--pair {self.pair!r}: not a regular expression ({exc})") from None
+        if (self.pair or self.mask_map) and not self.masks:
+            raise ConvertError("--pair / --mask-map need --masks DIR")
+        if any(not 0 <= b <= 255 for _, b in self.mask_map):
+            raise ConvertError(f"--mask-map labels must be in 0..255. Received: {list(self.mask_map)}")
         if isinstance(self.read_options, dict):
             object.__setattr__(self, "read_options", tuple(sorted(self.read_options.items())))
         if not self.inputs:
@@ -131,6 +155,7 @@ class ConvertConfig:
             "shard_mb": self.shard_mb,
             "read_options": {k: v for k, v in self.read_options},
             **({"keep_paths": True} if self.keep_paths else {}),
+            **({"masks": {"pair": self.pair, "mask_map": [list(m) for m in self.mask_map]}} if self.masks else {}),
         }
 
 
@@ -154,6 +179,12 @@ class UnitTask:
     unit: object  # medtf.io.SourceUnit
     label: tuple[int, ...] | None = None
     split: str | None = None
+    mask: str | None = None  # the paired mask file (``--masks``)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every file the task reads (its content stamp keys ``--resume``)."""
+        return tuple(self.unit.paths) + ((self.mask,) if self.mask else ())
 
 
 # --------------------------------------------------------------------------------- pure function
@@ -167,7 +198,7 @@ def _read_options(config: ConvertConfig):
 
 
 def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None, split=None,
-                      image_dtype: str | None = None) -> Iterator[Example]:
+                      image_dtype: str | None = None, mask: str | None = None) -> Iterator[Example]:
     """Read, process and encode one source unit, yielding its examples one at a time.
 
     Raises:
@@ -184,6 +215,10 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
         if not images:
             raise ProcessError("the source holds no image")
         single = len(images) == 1
+        if mask is not None:
+            if not single:
+                raise ProcessError("a paired mask needs a source holding one image")
+            images = [attach_mask(images[0], mask, config, pseudonymizer)]
     seen = set()
     for image in images:
         img = process_image(image, options, voi=bool(dict(config.read_options).get("apply_voi")))
@@ -350,13 +385,14 @@ def convert_to_cache(task: UnitTask, dtype, config, pseudonymizer, work: str, fi
     Every failure of the unit becomes a ``{"rejected": reason}`` meta (reason free of header values),
     never an exception: the caller records it in the manifest.
     """
-    uid = _unit_id(task.unit.key, fingerprint, dtype, content_stamp(task.unit.paths))
+    uid = _unit_id(task.unit.key, fingerprint, dtype, content_stamp(task.paths))
     journal = _journal(work) if journal is None else journal
     meta: dict = {"uid": uid, "key": task.unit.key, "examples": []}
     try:
         frames, exs = [], []
         size, unit_start = 0, None
         for ex in iter_convert_unit(task.unit, config, pseudonymizer, label=task.label, split=task.split,
+                                    mask=task.mask,
                                     image_dtype=dtype):
             frame = _enc.frame_record(ex.payload)
             exs.append({"key": ex.key, "split": ex.split, "patient": ex.patient,
@@ -557,6 +593,88 @@ def _pseudonymizer(config: ConvertConfig):
     return Pseudonymizer.default()
 
 
+MASK_EXTENSIONS = (".nii.gz", ".nii", ".png", ".tif", ".tiff", ".dcm", ".jpg", ".jpeg")
+
+
+def pair_key(filename: str, pattern: str | None) -> str | None:
+    """The pairing key of a file name: the first group of ``pattern`` (None when it does not match), else the
+    name without its extension."""
+    import re
+
+    if pattern:
+        m = re.search(pattern, filename)
+        return (m.group(1) if m.groups() else m.group(0)) if m else None
+    lower = filename.lower()
+    ext = next((e for e in MASK_EXTENSIONS if lower.endswith(e)), pathlib.PurePosixPath(filename).suffix.lower())
+    return filename[: len(filename) - len(ext)] if ext else filename
+
+
+def index_masks(folder, pattern: str | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """({key: mask path}, rejected) for every file under ``folder``; two masks with one key are both rejected."""
+    pairs, rejected = walk_inputs([folder])
+    by_key: dict[str, list[str]] = {}
+    for path, rel in pairs:
+        key = pair_key(pathlib.PurePosixPath(rel).name, pattern)
+        if key is None:
+            rejected.append((str(path), "mask whose name does not match --pair"))
+            continue
+        by_key.setdefault(key, []).append(str(path))
+    out = {}
+    for key, paths in by_key.items():
+        if len(paths) > 1:
+            rejected += [(p, "two masks with the same key") for p in paths]
+        else:
+            out[key] = paths[0]
+    return out, rejected
+
+
+def attach_mask(image, mask_path: str, config: ConvertConfig, pseudonymizer):
+    """The image with its paired mask read (``medtf.io``), checked to share its grid and mapped to labels.
+
+    Raises:
+        ProcessError: unreadable mask, several channels, a grid that differs from the image's, or values that
+            do not fit the label map.
+    """
+    from medtf.io import ReadOptions, SourceUnit, classify
+
+    kind, reason = classify(mask_path)
+    if kind is None or kind in ("npz",):
+        raise ProcessError(f"paired mask unreadable ({reason or 'unsupported type'})")
+    try:
+        (m,) = read_unit(SourceUnit(kind=kind, paths=(mask_path,), key="mask", rel="mask"),
+                         pseudonymizer=pseudonymizer, options=ReadOptions())
+    except ReadError as exc:
+        raise ProcessError(f"paired mask unreadable ({exc.reason})") from None
+    except ValueError:
+        raise ProcessError("paired mask holds several images") from None
+    arr = np.asarray(m.array)
+    if arr.shape[-1] != 1:
+        raise ProcessError(f"paired mask has {arr.shape[-1]} channels; a label map has one")
+    arr = arr[..., 0]
+    sd = image.array.ndim - 1
+    if tuple(arr.shape) != tuple(image.array.shape[:sd]):
+        raise ProcessError(f"mask grid {tuple(arr.shape)} differs from the image grid {tuple(image.array.shape[:sd])}")
+    if m.spacing is not None and image.spacing is not None and sd == len(m.spacing) and not np.allclose(
+            m.spacing, image.spacing, rtol=1e-3, atol=1e-4) and kind not in ("image",):
+        raise ProcessError(f"mask spacing {tuple(round(float(v), 4) for v in m.spacing)} differs from the image's "
+                           f"{tuple(round(float(v), 4) for v in image.spacing)}")
+    values = np.unique(arr)
+    if config.mask_map:
+        lut = dict(config.mask_map)
+        unknown = [v for v in values if v != 0 and int(v) not in lut]
+        if unknown:
+            raise ProcessError(f"mask values {[int(v) for v in unknown[:5]]} are not in --mask-map")
+        out = np.zeros(arr.shape, np.uint8)
+        for v, label in lut.items():
+            out[arr == v] = label
+        arr = out
+    elif set(values.tolist()) <= {0, 255}:
+        arr = (arr > 0).astype(np.uint8)
+    if arr.min() < 0 or arr.max() > 255 or not np.array_equal(arr, np.round(arr)):
+        raise ProcessError("mask values are not integer labels in 0..255 (use --mask-map)")
+    return dataclasses.replace(image, mask=arr.astype(np.uint8))
+
+
 def _unmatched_rows(table: LabelTable | None, units, roots, pseudonymizer, keep_paths: bool) -> tuple:
     """Labels CSV rows that no input file uses (named by the same pseudonyms as the inputs)."""
     if table is None:
@@ -605,7 +723,7 @@ def _run_units(tasks: list[tuple[UnitTask, str | None]], config, pseudonymizer, 
         done = load_journals(work)
         todo = []
         for task, dtype in tasks:
-            meta = resume_lookup(done, task.unit.key, fingerprint, dtype, task.unit.paths)
+            meta = resume_lookup(done, task.unit.key, fingerprint, dtype, task.paths)
             if meta is not None:
                 results[task.unit.key] = meta
             else:
@@ -763,13 +881,34 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
     tasks: list[UnitTask] = []
     unit_paths: dict[str, list[str]] = {}
     unit_reject: dict[str, str] = {}
+    masks_of, used_masks = {}, set()
+    if config.masks:
+        masks_of, mask_rejects = index_masks(config.masks, config.pair)
+        for path, reason in mask_rejects:
+            files[pseudonymizer.source(_relpath(path, [pathlib.Path(os.path.abspath(config.masks))]),
+                                       keep_path=config.keep_paths)] = {"outcome": "rejected", "reason": reason}
     for unit in units:
         unit_paths[unit.key] = sorted(name(p) for p in unit.paths)
         label, split, reason = _label_for(unit, table, roots)
         if reason:
             unit_reject[unit.key] = reason
             continue
+        if config.masks:
+            found = masks_of.get(pair_key(pathlib.PurePosixPath(unit.rel or unit.key).name, config.pair))
+            if unit.kind == "dicom_series" or found is None:
+                unit_reject[unit.key] = "no mask with the same key in --masks"
+                continue
+            used_masks.add(found)
+            tasks.append(UnitTask(unit, label, split, mask=found))
+            continue
         tasks.append(UnitTask(unit, label, split))
+    mask_root = [pathlib.Path(os.path.abspath(config.masks))] if config.masks else []
+    for mask in sorted(set(masks_of.values()) - used_masks):
+        files[pseudonymizer.source(_relpath(mask, mask_root), keep_path=config.keep_paths)] = {
+            "outcome": "rejected", "reason": "mask without an image (no input has its key)"}
+    for unit_key, mpath in ((t.unit.key, t.mask) for t in tasks if t.mask):  # list the mask beside its image
+        unit_paths[unit_key] = unit_paths[unit_key] + [pseudonymizer.source(_relpath(mpath, mask_root),
+                                                                            keep_path=config.keep_paths)]
     plan = ConversionPlan(
         config=config, out=str(out), work=work, fingerprint=fingerprint, roots=tuple(str(r) for r in roots),
         files=files, unit_paths=unit_paths, unit_reject=unit_reject, tasks=tasks, units=len(units),

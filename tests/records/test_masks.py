@@ -1,0 +1,133 @@
+"""Image + mask pairs through ``tfrecord-convert --masks``: records against Pillow / SimpleITK / tf.image
+readings of the source files (images within float32 rounding, masks exactly), the rejections with their
+reasons, and a new user's 2D dataset from two folders to a Dice from ``medtf evaluate``."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from medtf.cli.tfrecord_convert import main as convert_main
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _records(rec):
+    from medtf.records.reader import load
+
+    out = {}
+    for split in ("train", "val", "test"):
+        for e in load(rec, split).as_numpy_iterator():
+            out[e["source"].decode()] = e
+    return out
+
+
+def _squares(folder_img, folder_mask, n, size=32, seed=0, mask_name="{stem}_mask.png", value=255):
+    rng = np.random.default_rng(seed)
+    folder_img.mkdir(parents=True, exist_ok=True)
+    folder_mask.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for i in range(n):
+        img = rng.integers(0, 60, (size, size)).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        r, c, s = rng.integers(2, size - 12), rng.integers(2, size - 12), rng.integers(6, 10)
+        img[r:r + s, c:c + s] = rng.integers(170, 230)
+        mask[r:r + s, c:c + s] = value
+        stem = f"img_{i:03d}"
+        PILImage.fromarray(img).save(folder_img / f"{stem}.png")
+        PILImage.fromarray(mask).save(folder_mask / mask_name.format(stem=stem))
+        truth[stem] = (img, mask)
+    return truth
+
+
+def test_png_pairs_with_a_regex_match_pillow_and_reject_with_reasons(tmp_path):
+    truth = _squares(tmp_path / "images", tmp_path / "masks", 6)
+    (tmp_path / "masks" / "img_001_mask.png").unlink()  # an image without a mask
+    PILImage.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "img_009_mask.png")  # a mask alone
+    PILImage.fromarray(np.zeros((30, 32), np.uint8)).save(tmp_path / "masks" / "img_002_mask.png")  # wrong grid
+    code = convert_main([str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--pair", r"(img_\d+)",
+                         "--output", str(tmp_path / "rec"), "--no-progress", "--keep-paths", "--split", "1,0,0"])
+    assert code == 1
+    m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
+    files = {f["path"]: f for f in m["files"]}
+    assert files["img_001.png"]["reason"] == "no mask with the same key in --masks"
+    assert files["img_009_mask.png"]["reason"] == "mask without an image (no input has its key)"
+    assert files["img_002.png"]["reason"].startswith("mask grid (30, 32) differs from the image grid (32, 32)")
+    recs = _records(tmp_path / "rec")
+    assert set(recs) == {"img_000.png", "img_003.png", "img_004.png", "img_005.png"}
+    for key, e in recs.items():
+        img, mask = truth[key[:-4]]
+        np.testing.assert_array_equal(e["image"][..., 0], img.astype(np.float32))  # Pillow's reading
+        np.testing.assert_array_equal(e["mask"].reshape(mask.shape), (mask == 255).astype(np.uint8))  # {0,255}→{0,1}
+
+
+def test_masks_follow_resize_and_mask_map(tmp_path):
+    import tensorflow as tf
+
+    truth = _squares(tmp_path / "images", tmp_path / "masks", 3, size=40, mask_name="{stem}.png", value=128)
+    code = convert_main([str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--mask-map", "128=2",
+                         "--size", "16,16", "--output", str(tmp_path / "rec"), "--no-progress", "--keep-paths",
+                         "--split", "1,0,0"])
+    assert code == 0
+    for key, e in _records(tmp_path / "rec").items():
+        _, mask = truth[key[:-4]]
+        ref = tf.image.resize((mask == 128).astype(np.uint8)[..., None] * 2, (16, 16), method="nearest").numpy()
+        np.testing.assert_array_equal(e["mask"].reshape(16, 16), ref[..., 0])
+
+
+def test_nifti_label_maps_follow_resampling_like_simpleitk(tmp_path):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    rng = np.random.default_rng(3)
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    labs = {}
+    for i in range(2):
+        vol = rng.normal(0, 100, (20, 18, 9)).astype(np.float32)
+        lab = np.zeros((20, 18, 9), np.uint8)
+        lab[4:12, 5:14, 2:7] = 1
+        lab[6:9, 7:10, 3:5] = 2
+        nib.save(nib.Nifti1Image(vol, affine), tmp_path / "img" / f"case{i}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(lab, affine), tmp_path / "lab" / f"case{i}.nii.gz")
+        labs[f"case{i}_0000.nii.gz"] = tmp_path / "lab" / f"case{i}.nii.gz"
+    code = convert_main([str(tmp_path / "img"), "--masks", str(tmp_path / "lab"), "--pair", r"(case\d+)",
+                         "--spacing", "2.0", "--output", str(tmp_path / "rec"), "--no-progress", "--keep-paths",
+                         "--split", "1,0,0"])
+    assert code == 0
+    for key, e in _records(tmp_path / "rec").items():
+        src = sitk.ReadImage(str(labs[key]))
+        rs = sitk.ResampleImageFilter()
+        size = [max(1, int(round(n * s / 2.0))) for n, s in zip(src.GetSize(), src.GetSpacing())]
+        rs.SetSize(size)
+        rs.SetOutputSpacing([2.0] * 3)
+        rs.SetOutputOrigin(src.GetOrigin())
+        rs.SetOutputDirection(src.GetDirection())
+        rs.SetInterpolator(sitk.sitkNearestNeighbor)
+        ref = sitk.GetArrayFromImage(rs.Execute(src))
+        got = e["mask"].reshape(ref.shape)
+        np.testing.assert_array_equal(got, ref)
+        assert set(np.unique(got)) == {0, 1, 2}
+
+
+def test_a_new_users_2d_dataset_from_two_folders_to_a_dice(tmp_path):
+    """The README's segmentation commands: convert with --masks, train recipes/unet_2d.yaml, evaluate."""
+    import shutil
+
+    from medtf.cli.main import main
+
+    _squares(tmp_path / "images", tmp_path / "masks", 60, size=64)
+    assert convert_main([str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--pair", r"(img_\d+)",
+                         "--output", str(tmp_path / "records"), "--no-progress"]) == 0
+    conf = tmp_path / "unet_2d.yaml"
+    shutil.copy(pathlib.Path(__file__).resolve().parents[2] / "recipes" / "unet_2d.yaml", conf)
+    assert main(["train", str(conf), "--set", f"records={tmp_path / 'records'}", "--set",
+                 f"output_dir={tmp_path / 'runs'}", "--set", "epochs=10", "--set", "verbose=0"]) == 0
+    assert main(["evaluate", str(tmp_path / "runs" / "unet_2d"), "--split", "test"]) == 0
+    report = json.loads((tmp_path / "runs" / "unet_2d" / "eval-test" / "report.json").read_text())
+    assert report["task"] == "segmentation" and report["metrics"]["mean_dice"] > 0.5
