@@ -12,7 +12,7 @@ from typing import Sequence
 from medtf.io.types import Image, ReadError, ReadOptions, SourceUnit
 
 MODES = ("auto", "volume", "slice")
-KINDS = ("dicom", "dicom_series", "nifti", "image", "npz")
+KINDS = ("dicom", "dicom_series", "nifti", "image", "npz", "stack")
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -297,6 +297,8 @@ def read_unit(unit: SourceUnit, *, pseudonymizer, options: ReadOptions = ReadOpt
         from medtf.io.dicom import read_dicom_series
 
         return read_dicom_series(list(unit.paths), pseudonymizer=pseudonymizer, options=options, key=unit.key)
+    if unit.kind == "stack":
+        return [read_stack(unit, pseudonymizer=pseudonymizer, options=options)]
     path = unit.paths[0]
     if unit.kind == "dicom":
         from medtf.io.dicom import read_dicom_file
@@ -314,3 +316,38 @@ def read_unit(unit: SourceUnit, *, pseudonymizer, options: ReadOptions = ReadOpt
     from medtf.io.images import read_image
 
     return read_image(path, patient=patient, options=options)
+
+
+def read_stack(unit: SourceUnit, *, pseudonymizer, options: ReadOptions = ReadOptions()) -> Image:
+    """The files of a ``"stack"`` unit (one file per channel, e.g. an nnU-Net case's ``_0000``, ``_0001``)
+    read with their own readers and stacked as channels, in ``unit.paths`` order.
+
+    Raises:
+        ReadError: a channel is unreadable, holds several images, or lies on another grid (shape or
+            spacing) than the first.
+    """
+    patient = pseudonymizer.patient(unit.rel or unit.key)
+    arrays, first = [], None
+    for k, path in enumerate(unit.paths):
+        kind, reason = classify(path)
+        if kind not in ("nifti", "image", "dicom"):
+            raise ReadError(path, f"channel {k}: {reason or 'unsupported type for a channel'}")
+        images = read_unit(SourceUnit(kind=kind, paths=(path,), key=unit.key, rel=unit.rel),
+                           pseudonymizer=pseudonymizer, options=options)
+        if len(images) != 1:
+            raise ReadError(path, f"channel {k} holds {len(images)} images")
+        img = images[0]
+        if first is None:
+            first = img
+        elif img.array.shape[:-1] != first.array.shape[:-1] or not all(
+                abs(a - b) <= 1e-4 * max(1.0, abs(b)) for a, b in zip(img.spacing, first.spacing)):
+            raise ReadError(path, f"channel {k} lies on another grid ({tuple(img.array.shape[:-1])}, spacing "
+                                  f"{tuple(round(float(v), 4) for v in img.spacing)}) than channel 0 "
+                                  f"({tuple(first.array.shape[:-1])})")
+        arrays.append(img.array)
+    import numpy as np
+
+    dtype = np.result_type(*[a.dtype for a in arrays])
+    return Image(array=np.concatenate([a.astype(dtype, copy=False) for a in arrays], axis=-1), spacing=first.spacing,
+                 patient=patient, modality=first.modality, origin=first.origin, direction=first.direction,
+                 meta=dict(first.meta))

@@ -868,8 +868,22 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
     roots = [pathlib.Path(os.path.abspath(p)) for p in config.inputs]  # as given: symlinks not resolved
 
     _check_resume(config, work)
-    units, rejected = discover(list(config.inputs), pseudonymizer=pseudonymizer, mode=config.mode,
-                               keep_paths=config.keep_paths)
+    from medtf.records.layouts import is_nnunet, read_nnunet
+
+    nnunet = None
+    if len(config.inputs) == 1 and is_nnunet(config.inputs[0]):
+        if config.masks:
+            raise ConvertError("--masks: an nnU-Net dataset folder brings its own labelsTr/labelsTs")
+        try:
+            nnunet = read_nnunet(config.inputs[0], pseudonymizer=pseudonymizer, keep_paths=config.keep_paths)
+        except ValueError as exc:
+            raise ConvertError(str(exc)) from None
+        units, rejected = list(nnunet.units), list(nnunet.rejected)
+        if config.split == "auto":  # imagesTs is the test split; validation is drawn from imagesTr by case
+            split_policy = [("train", 0.8), ("val", 0.2)]
+    else:
+        units, rejected = discover(list(config.inputs), pseudonymizer=pseudonymizer, mode=config.mode,
+                                   keep_paths=config.keep_paths)
     units = sorted(units, key=lambda u: u.key)
 
     def name(path) -> str:  # what the manifest calls an input file: never its path unless --keep-paths
@@ -893,6 +907,12 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
         if reason:
             unit_reject[unit.key] = reason
             continue
+        if nnunet is not None:
+            mask = nnunet.masks.get(unit.key)
+            if mask:
+                unit_paths[unit.key] = unit_paths[unit.key] + [name(mask)]
+            tasks.append(UnitTask(unit, label, nnunet.splits.get(unit.key), mask=mask))
+            continue
         if config.masks:
             found = masks_of.get(pair_key(pathlib.PurePosixPath(unit.rel or unit.key).name, config.pair))
             if unit.kind == "dicom_series" or found is None:
@@ -906,14 +926,15 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
     for mask in sorted(set(masks_of.values()) - used_masks):
         files[pseudonymizer.source(_relpath(mask, mask_root), keep_path=config.keep_paths)] = {
             "outcome": "rejected", "reason": "mask without an image (no input has its key)"}
-    for unit_key, mpath in ((t.unit.key, t.mask) for t in tasks if t.mask):  # list the mask beside its image
+    for unit_key, mpath in ((t.unit.key, t.mask) for t in tasks if t.mask and config.masks):  # mask beside image
         unit_paths[unit_key] = unit_paths[unit_key] + [pseudonymizer.source(_relpath(mpath, mask_root),
                                                                             keep_path=config.keep_paths)]
     plan = ConversionPlan(
         config=config, out=str(out), work=work, fingerprint=fingerprint, roots=tuple(str(r) for r in roots),
         files=files, unit_paths=unit_paths, unit_reject=unit_reject, tasks=tasks, units=len(units),
         multilabel=bool(table is not None and table.multilabel),
-        label_names=list(table.label_names) if table is not None and table.label_names is not None else None,
+        label_names=(nnunet.label_names if nnunet is not None else
+                     list(table.label_names) if table is not None and table.label_names is not None else None),
         split_policy=split_policy, discover_s=time.perf_counter() - t0,
         labels_unmatched=_unmatched_rows(table, units, roots, pseudonymizer, config.keep_paths))
     return plan, pseudonymizer

@@ -131,3 +131,61 @@ def test_a_new_users_2d_dataset_from_two_folders_to_a_dice(tmp_path):
     assert main(["evaluate", str(tmp_path / "runs" / "unet_2d"), "--split", "test"]) == 0
     report = json.loads((tmp_path / "runs" / "unet_2d" / "eval-test" / "report.json").read_text())
     assert report["task"] == "segmentation" and report["metrics"]["mean_dice"] > 0.5
+
+
+def test_nnunet_raw_folder_stacks_channels_and_uses_its_splits(tmp_path):
+    import nibabel as nib
+
+    from medtf.records.reader import read_manifest
+
+    root = tmp_path / "Dataset001_Phantom"
+    for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / d).mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "FLAIR"}, "labels": {"background": 0, "tumour": 1, "edema": 2},
+        "numTraining": 8, "file_ending": ".nii.gz"}))
+    rng = np.random.default_rng(0)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    truth = {}
+
+    def case(folder, labels, name, shape=(12, 10, 6), broken=None):
+        chans = [rng.normal(0, 1, shape).astype(np.float32) for _ in range(2)]
+        for k, c in enumerate(chans):
+            if broken == "grid" and k == 1:
+                c = c[:, :, :4]
+            if broken == "missing" and k == 1:
+                continue
+            nib.save(nib.Nifti1Image(c, affine), root / folder / f"{name}_{k:04d}.nii.gz")
+        lab = rng.integers(0, 3, shape).astype(np.uint8)
+        if labels:
+            nib.save(nib.Nifti1Image(lab, affine), root / labels / f"{name}.nii.gz")
+        truth[f"{folder}/{name}"] = (chans, lab)
+
+    for i in range(8):
+        case("imagesTr", "labelsTr", f"BRATS_{i:03d}")
+    case("imagesTs", "labelsTs", "BRATS_100")
+    case("imagesTs", "labelsTs", "BRATS_101")
+    case("imagesTr", "labelsTr", "BRATS_900", broken="missing")
+    case("imagesTr", "labelsTr", "BRATS_901", broken="grid")
+    code = convert_main([str(root), "--output", str(tmp_path / "rec"), "--no-progress", "--keep-paths"])
+    assert code == 1  # the two broken cases are rejected, the rest convert
+    m = read_manifest(tmp_path / "rec")
+    assert m["label_names"] == ["background", "tumour", "edema"] and m["channels"] == 2
+    reasons = {f["path"]: f.get("reason") for f in m["files"] if f["outcome"] == "rejected"}
+    assert reasons["imagesTr/BRATS_900_0000.nii.gz"] == "case with channels [0]; dataset.json names 2"
+    assert "channel 1 lies on another grid" in reasons["imagesTr/BRATS_901_0001.nii.gz"]
+    recs = _records(tmp_path / "rec")
+    assert len(recs) == 10
+    splits = {}
+    from medtf.records.reader import load
+
+    for split in ("train", "val", "test"):
+        for e in load(tmp_path / "rec", split).as_numpy_iterator():
+            splits[e["source"].decode()] = split
+    assert {k for k, v in splits.items() if v == "test"} == {"imagesTs/BRATS_100", "imagesTs/BRATS_101"}
+    assert {v for k, v in splits.items() if k.startswith("imagesTr")} == {"train", "val"}
+    for key, e in recs.items():
+        chans, lab = truth[key]
+        ref = np.stack([np.asarray(c).transpose(2, 1, 0) for c in chans], axis=-1)  # nibabel (x,y,z) → (z,y,x)
+        np.testing.assert_allclose(e["image"], ref, atol=1e-6)
+        np.testing.assert_array_equal(e["mask"].reshape(lab.shape[::-1]), lab.transpose(2, 1, 0))
