@@ -47,17 +47,13 @@ def test_target_sensitivity_is_the_highest_threshold_meeting_it(target, ties):
         assert _sens_spec(y, s, higher[0])[0] < target
 
 
-def test_same_answers_as_evaluation_metrics():
-    metrics = pytest.importorskip("medtf.evaluation.metrics")
-    if metrics.select_threshold is select_threshold:
-        pytest.skip("medtf.evaluation.metrics re-exports this implementation")
-    for seed in range(5):
-        for ties in (False, True):
-            y, s = _data(200, seed, ties)
-            assert select_threshold(y, s) == metrics.select_threshold(y, s)
-            for target in (0.6, 0.85, 1.0):
-                assert select_threshold(y, s, "target_sensitivity", target_sensitivity=target) == \
-                    metrics.select_threshold(y, s, "target_sensitivity", target_sensitivity=target)
+def test_evaluation_uses_this_one_implementation():
+    """One threshold rule: evaluation re-exports training's (no second copy to drift)."""
+    from medtf.evaluation import evaluate, metrics
+    from medtf.training import thresholds
+
+    assert metrics.select_threshold is select_threshold is thresholds.select_threshold
+    assert evaluate.parse_threshold_method is thresholds.parse_threshold_method
 
 
 def test_errors_name_the_problem():
