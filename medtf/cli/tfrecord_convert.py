@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of masks (PNG, TIFF, NIfTI, DICOM) paired with the inputs by key: each image "
                         "gets the mask with the same key, on the same grid; every spatial step moves it with "
                         "nearest neighbour")
+    parser.add_argument("--empty-slices", type=float, default=None, metavar="FRACTION",
+                        help="with --mode slice: volumes are cut into 2D slices (each keeps its mask slice); keep "
+                        "every slice with foreground and this seeded fraction of the empty ones")
     parser.add_argument("--pair", default=None, metavar="REGEX",
                         help="pairing key = the first group of REGEX in each file name (default: the name without "
                         "its extension), e.g. '(case_\\d+)'")
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             split=args.split, seed=args.seed, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
             key_file=args.key_file, shard_mb=args.shard_mb, read_options=_read_options(args),
             progress=not args.no_progress, keep_work=args.keep_work, keep_paths=args.keep_paths,
-            masks=args.masks, pair=args.pair, mask_map=_mask_map(args.mask_map),
+            masks=args.masks, pair=args.pair, mask_map=_mask_map(args.mask_map), empty_slices=args.empty_slices,
         )
         if args.runner == "beam":
             from medtf.records.beam import convert_beam

@@ -84,6 +84,9 @@ class ConvertConfig:
         keep_work: keep ``OUTPUT/.work`` after success.
         masks: a folder of masks (PNG, TIFF, NIfTI, DICOM) paired with the inputs by key (see ``pair``):
             each image gets the mask whose key equals its own, on the same grid.
+        empty_slices: with ``mode="slice"``, volumes are cut into 2D slices (each keeps its mask slice); a
+            fraction in [0, 1] keeps every slice with foreground and that (seeded) fraction of the empty
+            ones; None keeps every slice.
         pair: regular expression whose first group, applied to a file name, is its pairing key (default:
             the file name without its extension).
         mask_map: (value, label) pairs applied to mask values (``--mask-map 255=1,128=2``); a mask whose
@@ -109,6 +112,7 @@ class ConvertConfig:
     keep_work: bool = False
     keep_paths: bool = False
     masks: str | None = None
+    empty_slices: float | None = None
     pair: str | None = None
     mask_map: tuple[tuple[int, int], ...] = ()
 
@@ -126,6 +130,10 @@ class ConvertConfig:
                 raise ConvertError(f"--pair {self.pair!r}: not a regular expression ({exc})") from None
         if (self.pair or self.mask_map) and not self.masks:
             raise ConvertError("--pair / --mask-map need --masks DIR")
+        if self.empty_slices is not None and not 0.0 <= float(self.empty_slices) <= 1.0:
+            raise ConvertError(f"--empty-slices must be a fraction in [0, 1]. Received: {self.empty_slices}")
+        if self.empty_slices is not None and self.mode != "slice":
+            raise ConvertError("--empty-slices needs --mode slice")
         if any(not 0 <= b <= 255 for _, b in self.mask_map):
             raise ConvertError(f"--mask-map labels must be in 0..255. Received: {list(self.mask_map)}")
         if isinstance(self.read_options, dict):
@@ -156,6 +164,7 @@ class ConvertConfig:
             "read_options": {k: v for k, v in self.read_options},
             **({"keep_paths": True} if self.keep_paths else {}),
             **({"masks": {"pair": self.pair, "mask_map": [list(m) for m in self.mask_map]}} if self.masks else {}),
+            **({"empty_slices": self.empty_slices} if self.empty_slices is not None else {}),
         }
 
 
@@ -219,6 +228,9 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
             if not single:
                 raise ProcessError("a paired mask needs a source holding one image")
             images = [attach_mask(images[0], mask, config, pseudonymizer)]
+        if config.mode == "slice" and any(im.spatial_dims == 3 for im in images):
+            images = list(slices_of(images, unit.key, config))
+            single = False
     seen = set()
     for image in images:
         img = process_image(image, options, voi=bool(dict(config.read_options).get("apply_voi")))
@@ -591,6 +603,26 @@ def _pseudonymizer(config: ConvertConfig):
         except (FileNotFoundError, ValueError) as exc:
             raise ConvertError(f"--key-file: {exc}") from None
     return Pseudonymizer.default()
+
+
+def slices_of(images, unit_key: str, config: ConvertConfig):
+    """2D slices of the volumes among ``images`` (axis 0), each with its mask slice and its own origin; with
+    ``config.empty_slices``, slices without foreground are kept with that seeded probability."""
+    from medtf.preprocess import shift_origin
+
+    for image in images:
+        if image.spatial_dims != 3:
+            yield image
+            continue
+        for k in range(image.array.shape[0]):
+            m = None if image.mask is None else np.asarray(image.mask)[k]
+            if config.empty_slices is not None and m is not None and not m.any():
+                h = hashlib.sha256(f"{config.seed}\x00{unit_key}\x00{k}".encode()).digest()
+                if int.from_bytes(h[:8], "big") / 2**64 >= config.empty_slices:
+                    continue
+            yield dataclasses.replace(
+                image, array=image.array[k], mask=m, spacing=tuple(image.spacing)[1:], index=k,
+                origin=shift_origin(image.origin, image.direction, image.spacing, (float(k), 0.0, 0.0)))
 
 
 MASK_EXTENSIONS = (".nii.gz", ".nii", ".png", ".tif", ".tiff", ".dcm", ".jpg", ".jpeg")

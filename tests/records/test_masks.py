@@ -189,3 +189,33 @@ def test_nnunet_raw_folder_stacks_channels_and_uses_its_splits(tmp_path):
         ref = np.stack([np.asarray(c).transpose(2, 1, 0) for c in chans], axis=-1)  # nibabel (x,y,z) → (z,y,x)
         np.testing.assert_allclose(e["image"], ref, atol=1e-6)
         np.testing.assert_array_equal(e["mask"].reshape(lab.shape[::-1]), lab.transpose(2, 1, 0))
+
+
+def test_slice_mode_cuts_volumes_keeps_each_slice_mask_and_samples_empty_slices(tmp_path):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    rng = np.random.default_rng(5)
+    affine = np.array([[0.9, 0, 0, -20.0], [0, 0.8, 0, 10.0], [0, 0, 2.5, 30.0], [0, 0, 0, 1.0]])
+    vol = rng.normal(0, 10, (16, 14, 10)).astype(np.float32)
+    lab = np.zeros((16, 14, 10), np.uint8)
+    lab[3:9, 4:10, 2:5] = 1  # foreground on z = 2, 3, 4 only
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "img" / "case1.nii.gz")
+    nib.save(nib.Nifti1Image(lab, affine), tmp_path / "lab" / "case1.nii.gz")
+    base = [str(tmp_path / "img"), "--masks", str(tmp_path / "lab"), "--mode", "slice", "--no-progress",
+            "--keep-paths", "--split", "1,0,0"]
+    assert convert_main(base + ["--output", str(tmp_path / "all")]) == 0
+    assert convert_main(base + ["--output", str(tmp_path / "fg"), "--empty-slices", "0"]) == 0
+    every, fg = _records(tmp_path / "all"), _records(tmp_path / "fg")
+    assert len(every) == 10 and sorted(fg) == ["case1.nii.gz#2", "case1.nii.gz#3", "case1.nii.gz#4"]
+    ref = sitk.ReadImage(str(tmp_path / "img" / "case1.nii.gz"))
+    arr = sitk.GetArrayFromImage(ref)  # (z, y, x)
+    labs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "lab" / "case1.nii.gz")))
+    for key, e in every.items():
+        k = int(key.split("#")[1])
+        np.testing.assert_allclose(e["image"][..., 0], arr[k], atol=1e-6)
+        np.testing.assert_array_equal(e["mask"].reshape(labs[k].shape), labs[k])
+        np.testing.assert_allclose(e["origin"], ref.TransformIndexToPhysicalPoint((0, 0, k)), atol=1e-4)
+        np.testing.assert_allclose(e["spacing"], ref.GetSpacing()[1::-1], atol=1e-6)
