@@ -112,7 +112,6 @@ def _check_classifier_on_raw(run, records, src_root, tmp_path, int8: bool):
         assert abs(got[key] - float(p[-1])) <= 1e-4, key
     located = _unit_paths(src_root, info.spatial_dims)  # record keys are keyed pseudonyms of the paths
     files = {key: located[key] for key in ref}
-    series = {key for key in ref if key.startswith("series-")}
     # edge runtime (no TensorFlow in its path) on the raw files
     fp32 = next((run / "export").glob("*_fp32.tflite"))
     for key in ref:

@@ -7,8 +7,6 @@ gate failed (QAT suggested) or some formats could not be exported; 2 usage; 3 no
 
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 import sys
 

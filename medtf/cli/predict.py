@@ -97,13 +97,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if fmt != "table":
         return _run_dicom(args, run_dir, out, fmt)
-    try:
+
+    def produce():
         if args.edge is not None:
             from medtf.export import edge
 
             tfl = _find_tflite(run_dir, args.edge)
             if tfl is None:
-                return 2
+                raise _Stop(2)
             rows = edge.predict_files(tfl, args.inputs, show_paths=args.show_paths)  # folders: series → one volume
             rejected = [(r["input"], r["error"]) for r in rows if "error" in r]
             rows = [r for r in rows if "error" not in r]
@@ -111,13 +112,32 @@ def run(args: argparse.Namespace) -> int:
                 if "mask" in r:
                     r.pop("mask")
                     r.pop("probabilities", None)
-        else:
-            from medtf.training.predict import predict_inputs
+            return rows, rejected
+        from medtf.training.predict import predict_inputs
 
-            masks = args.masks_dir or out.with_name(out.stem + "_masks")
-            rows, rejected = predict_inputs(run_dir, args.inputs, masks_dir=masks, mask_format=args.mask_format,
-                                            overlap=args.overlap, show_paths=args.show_paths)
+        masks = args.masks_dir or out.with_name(out.stem + "_masks")
+        return predict_inputs(run_dir, args.inputs, masks_dir=masks, mask_format=args.mask_format,
+                              overlap=args.overlap, show_paths=args.show_paths)
+
+    return _write_and_report(produce, out, args.inputs)
+
+
+class _Stop(Exception):
+    """End the command with ``code`` (its message, if any, is already printed)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def _write_and_report(produce, out: pathlib.Path, inputs, where: str = "") -> int:
+    """Run ``produce() -> (rows, rejected)``, write the table, report: 2 for a usage mistake, 3 when it failed
+    (or, given ``inputs``, none of them could be predicted), 1 when some inputs were rejected, else 0."""
+    try:
+        rows, rejected = produce()
         _write(rows, out)
+    except _Stop as stop:
+        return stop.code
     except (FileNotFoundError, ValueError) as exc:
         print(f"medtf predict: {exc}", file=sys.stderr)
         return 2
@@ -126,10 +146,10 @@ def run(args: argparse.Namespace) -> int:
         return 3
     for path, reason in rejected:
         print(f"rejected {path}: {reason}", file=sys.stderr)
-    if not rows:
-        print(f"medtf predict: no readable input among {', '.join(map(str, args.inputs))}", file=sys.stderr)
+    if not rows and inputs:
+        print(f"medtf predict: no readable input among {', '.join(map(str, inputs))}", file=sys.stderr)
         return 3
-    print(f"{len(rows)} prediction(s) → {out}" + (f"; {len(rejected)} input(s) rejected" if rejected else ""))
+    print(f"{len(rows)} prediction(s) → {out}{where}" + (f"; {len(rejected)} input(s) rejected" if rejected else ""))
     return 1 if rejected else 0
 
 
@@ -164,7 +184,7 @@ def _run_dicom(args: argparse.Namespace, run_dir: pathlib.Path, out: pathlib.Pat
         print(f"medtf predict: --format {fmt} does not fit a {model.task} model "
               f"({'seg' if model.task == 'segmentation' else 'sr'} does)", file=sys.stderr)
         return 2
-    try:
+    def produce():
         if args.dicomweb is not None:
             from medtf.serving.dicomweb import PacsError, predict_study
 
@@ -173,25 +193,14 @@ def _run_dicom(args: argparse.Namespace, run_dir: pathlib.Path, out: pathlib.Pat
                                     out_dir=dicom_dir)
             except PacsError as exc:
                 print(f"medtf predict: {exc}", file=sys.stderr)
-                return 3
+                raise _Stop(3) from None
             rows = [{**r, "output": str(f)} for r, f in zip(res["rows"], res["files"])] \
                 if len(res["rows"]) == len(res["files"]) else res["rows"]
-            rejected = res["rejected"]
             if args.store:
                 print(f"stored {res['stored']} DICOM-{fmt.upper()} object(s) into the study")
-        else:
-            from medtf.serving.dicom_out import write_files
+            return rows, res["rejected"]
+        from medtf.serving.dicom_out import write_files
 
-            rows, rejected = write_files(model, args.inputs, dicom_dir, fmt, overlap=args.overlap)
-        _write(rows, out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"medtf predict: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001
-        print(f"medtf predict: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
-    for path, reason in rejected:
-        print(f"rejected {path}: {reason}", file=sys.stderr)
-    print(f"{len(rows)} prediction(s) → {out}; DICOM-{fmt.upper()} in {dicom_dir}"
-          + (f"; {len(rejected)} input(s) rejected" if rejected else ""))
-    return 1 if rejected else 0
+        return write_files(model, args.inputs, dicom_dir, fmt, overlap=args.overlap)
+
+    return _write_and_report(produce, out, (), where=f"; DICOM-{fmt.upper()} in {dicom_dir}")

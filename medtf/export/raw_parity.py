@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -51,13 +50,6 @@ class RawSet:
     skipped: list[tuple[str, str]]  # (record key, reason)
 
 
-def _record_key(unit_key: str, image, single: bool) -> str:
-    # the converter's rule (medtf.records.convert.iter_convert_unit)
-    if single:
-        return unit_key
-    return f"{unit_key}#{image.split}/{image.index}" if image.split else f"{unit_key}#{image.index}"
-
-
 def raw_test_inputs(records_dir, split: str, info, *, input_roots: Sequence | None = None,
                     limit: int | None = 64) -> RawSet:
     """Pair up to ``limit`` records of ``split`` with their raw sources.
@@ -82,6 +74,7 @@ def raw_test_inputs(records_dir, split: str, info, *, input_roots: Sequence | No
     from medtf.io import ReadError, ReadOptions, discover, read_unit
     from medtf.io.inputs import site_pseudonymizer
     from medtf.preprocess import tf_ops
+    from medtf.records.convert import record_key
     from medtf.records.local import recall_inputs
     from medtf.records.reader import load, read_manifest
 
@@ -111,7 +104,7 @@ def raw_test_inputs(records_dir, split: str, info, *, input_roots: Sequence | No
         if unit_key not in cache:
             try:
                 imgs = read_unit(unit, pseudonymizer=pz, options=options)
-                cache = {unit_key: {_record_key(unit_key, im, len(imgs) == 1): im for im in imgs}}
+                cache = {unit_key: {record_key(unit_key, im, len(imgs) == 1): im for im in imgs}}
             except (ReadError, OSError, ValueError) as exc:
                 skipped.append((key, f"source not readable ({getattr(exc, 'reason', exc)})"))
                 continue

@@ -35,6 +35,22 @@ def expand_spacing(spacing, spatial_dims: int, what: str = "spacing") -> tuple[f
 
 
 
+def resample_spacings(spec: Preprocessing, spacing, sd: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(input spacing, target spacing) of a stage that resamples a ``sd``-D image; None when it does not
+    (no ``spec.spacing``, or the input is already on it).
+
+    Raises:
+        ValueError: the stage resamples but the input's spacing is unknown, or values that do not fit.
+    """
+    if spec.spacing is None:
+        return None
+    if spacing is None:
+        raise ValueError(f"preprocessing resamples to {list(spec.spacing)} mm but the input's spacing is unknown")
+    in_sp = expand_spacing(spacing, sd, "input spacing")
+    out_sp = expand_spacing(spec.spacing, sd, "preprocessing.spacing")
+    return None if in_sp == out_sp else (in_sp, out_sp)
+
+
 @dataclasses.dataclass(frozen=True)
 class AxisMap:
     """Output grid of a chain relative to its input grid (one value per spatial axis)."""
@@ -62,14 +78,11 @@ def stage_map(spec: Preprocessing, shape, spacing=None) -> AxisMap:
     shape = tuple(int(s) for s in shape)
     sd = len(shape)
     amap = AxisMap.identity(shape)
-    if spec.spacing is not None:
-        if spacing is None:
-            raise ValueError(f"preprocessing resamples to {list(spec.spacing)} mm but the input's spacing is unknown")
-        in_sp = expand_spacing(spacing, sd, "input spacing")
-        out_sp = expand_spacing(spec.spacing, sd, "preprocessing.spacing")
-        if in_sp != out_sp:
-            out = resampled_shape(shape, in_sp, out_sp)
-            amap = AxisMap(shape, out, (0.0,) * sd, tuple(t / s for s, t in zip(in_sp, out_sp)))
+    spacings = resample_spacings(spec, spacing, sd)
+    if spacings is not None:
+        in_sp, out_sp = spacings
+        out = resampled_shape(shape, in_sp, out_sp)
+        amap = AxisMap(shape, out, (0.0,) * sd, tuple(t / s for s, t in zip(in_sp, out_sp)))
     if spec.size is not None:
         size = tuple(int(s) for s in spec.size)
         if len(size) == 1:
@@ -100,13 +113,10 @@ def chain_map(chain: Chain | Preprocessing, shape, spacing=None) -> AxisMap:
     for spec in steps:
         step = stage_map(spec, amap.out_shape, spacing)
         if spacing is not None:
-            spacing = tuple(float(s * k) for s, k in zip(_sp(spacing, len(amap.out_shape)), step.scale))
+            sp = expand_spacing(spacing, len(amap.out_shape), "input spacing")
+            spacing = tuple(float(s * k) for s, k in zip(sp, step.scale))
         amap = amap.then(step)
     return amap
-
-
-def _sp(spacing, sd):
-    return expand_spacing(spacing, sd, "input spacing")
 
 
 def shift_origin(origin, direction, spacing, offset) -> tuple[float, float, float] | None:

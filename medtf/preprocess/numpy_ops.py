@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medtf.preprocess.grid import expand_spacing, resampled_shape, stage_spacing
+from medtf.preprocess.grid import expand_spacing, resample_spacings, resampled_shape, stage_spacing
 from medtf.preprocess.spec import Chain, Preprocessing
 
 # ------------------------------------------------------------------------------------- pixel values
@@ -290,15 +290,12 @@ def apply(image: np.ndarray, spec: Preprocessing, spacing=None, *, mask: np.ndar
     if x.ndim not in (3, 4):
         raise ValueError(f"image must be (H, W, C) or (D, H, W, C). Received shape {x.shape}")
     sd = x.ndim - 1
-    if spec.spacing is not None:
-        if spacing is None:
-            raise ValueError(f"preprocessing resamples to {list(spec.spacing)} mm but the input's spacing is unknown")
-        in_sp = expand_spacing(spacing, sd, "input spacing")
-        out_sp = expand_spacing(spec.spacing, sd, "preprocessing.spacing")
-        if in_sp != out_sp:
-            if mask is not None:
-                mask = _mask_op(mask, sd, lambda m: resample(m, in_sp, out_sp, "nearest", default=0))
-            x = resample(x, in_sp, out_sp, spec.interpolation)
+    spacings = resample_spacings(spec, spacing, sd)
+    if spacings is not None:
+        in_sp, out_sp = spacings
+        if mask is not None:
+            mask = _mask_op(mask, sd, lambda m: resample(m, in_sp, out_sp, "nearest", default=0))
+        x = resample(x, in_sp, out_sp, spec.interpolation)
     if spec.intensity != "none" or not keep_dtype:
         x = apply_intensity(x, spec)
     if spec.channels == 1 and x.shape[-1] > 1:

@@ -210,14 +210,9 @@ def apply(image, spec: Preprocessing, spacing=None, *, mask=None, batched: bool 
         if spacing is None:
             raise ValueError(f"preprocessing resamples to {list(spec.spacing)} mm but no input spacing was given")
         if batched:
-            if spec.size is None:
-                raise ValueError("batched resampling needs preprocessing.size (examples end on different grids)")
             if mask is not None:
                 raise ValueError("batched resampling of masks is not supported; map over examples instead")
-            out_c = spec.output_channels or x.shape[-1]
-            sig = tf.TensorSpec([*(_sizes(spec.size, sd)), out_c], tf.float32)
-            return tf.map_fn(lambda a: apply(a[0], spec, a[1], repeat=repeat), (x, tf.cast(spacing, tf.float64)),
-                             fn_output_signature=sig)
+            return _per_example(lambda a, sp: apply(a, spec, sp, repeat=repeat), x, spacing, (spec,))
         out_sp = _sizes_f(spec.spacing, sd)
         if mask is not None:
             mask = resample(mask, spacing, out_sp, "nearest", default=0)
@@ -250,28 +245,31 @@ def _sizes_f(values, sd):
 
 
 def apply_chain(image, chain: Chain | Preprocessing, spacing=None, *, batched: bool = False):
-    """Every stage of ``chain`` (float32 out). With a resampling stage, ``spacing`` is required; later
-    stages see the resampled spacing."""
+    """Every stage of ``chain`` (float32 out). A resampling stage needs ``spacing``; the stages after it do
+    not resample again (the records' convention: resampling is the conversion stage's)."""
     steps = chain.steps if isinstance(chain, Chain) else (chain,)
     x = tf.convert_to_tensor(image)
     if batched and any(s.spacing is not None for s in steps):
-        sd = _spatial(x, True)
-        sig_shape = None
-        # map the whole chain over the batch: every example has its own grid until the size step
-        last = [s for s in steps if s.size is not None]
-        if not last:
-            raise ValueError("batched preprocessing with a spacing step needs a size step")
-        out_c = Chain(steps).output_channels or x.shape[-1]
-        sig_shape = [*_final_size(steps, sd), out_c]
-        return tf.map_fn(lambda a: apply_chain(a[0], Chain(steps), a[1]), (x, tf.cast(spacing, tf.float64)),
-                         fn_output_signature=tf.TensorSpec(sig_shape, tf.float32))
+        return _per_example(lambda a, sp: apply_chain(a, Chain(steps), sp), x, spacing, steps)
     for spec in steps:
         if spec.spacing is not None:
             x = apply(x, spec, spacing, batched=False)
-            spacing = None  # later stages do not resample again in the records' convention
+            spacing = None
         else:
             x = apply(x, spec, batched=batched)
     return tf.cast(x, tf.float32)
+
+
+def _per_example(fn, x, spacing, steps):
+    """``fn(example, its spacing)`` mapped over a batch: each example has its own grid until a size step,
+    which fixes the output shape (required)."""
+    sd = _spatial(x, True)
+    size = _final_size(steps, sd)
+    if size is None:
+        raise ValueError("batched resampling needs preprocessing.size (examples end on different grids)")
+    out_c = Chain(tuple(steps)).output_channels or x.shape[-1]
+    return tf.map_fn(lambda a: fn(a[0], a[1]), (x, tf.cast(spacing, tf.float64)),
+                     fn_output_signature=tf.TensorSpec([*size, out_c], tf.float32))
 
 
 def _final_size(steps, sd):

@@ -29,7 +29,6 @@ import collections
 import dataclasses
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import pathlib
@@ -234,10 +233,7 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
     seen = set()
     for image in images:
         img = process_image(image, options, voi=bool(dict(config.read_options).get("apply_voi")))
-        if single:
-            key = unit.key
-        else:  # "#<index>", or "#<split>/<index>" for sources that carry splits (npz rows count per split)
-            key = f"{unit.key}#{image.split}/{image.index}" if image.split else f"{unit.key}#{image.index}"
+        key = record_key(unit.key, image, single)
         if key in seen:
             raise ProcessError(f"the reader returned two images with index {image.index}")
         seen.add(key)
@@ -256,6 +252,14 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
             modality=img.modality or "",
         )
         yield Example(key, img.split or split, img.patient, lab, payload, dtype, img.spatial_dims, int(img.array.shape[-1]))
+
+
+def record_key(unit_key: str, image, single: bool) -> str:
+    """A record's ``source``: the unit key for a unit of one image, else ``"#<index>"`` — ``"#<split>/<index>"``
+    for sources that carry splits (npz rows count per split) — appended."""
+    if single:
+        return unit_key
+    return f"{unit_key}#{image.split}/{image.index}" if image.split else f"{unit_key}#{image.index}"
 
 
 def convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None, split=None,

@@ -36,7 +36,7 @@ import re
 import tempfile
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -24,6 +24,7 @@ the base folder's name (the last part of TF Serving's ``model_base_path``), the 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import pathlib
@@ -67,7 +68,7 @@ def _output_dtype_shape(shape) -> TensorInfo:
     return TensorInfo("float32", tuple(None if (s is None or int(s) < 0) else int(s) for s in shape))
 
 
-class ServedModel:
+class ServedModel(abc.ABC):
     """Base class; subclasses implement :meth:`run` and, when they have one, a graph ``serving_default``.
 
     Attributes:
@@ -128,9 +129,9 @@ class ServedModel:
         return {"signature_def": {"signature_def": defs}}
 
     # ------------------------------------------------------------------ inference
+    @abc.abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed float32 batch ``(N, *input_shape)`` → float32 outputs."""
-        raise NotImplementedError
+        """Preprocessed float32 batch ``(N, *input_shape)`` → float32 outputs (each backend implements it)."""
 
     def __call__(self, x, training: bool = False) -> np.ndarray:  # the Keras-style call sliding windows use
         return self.run(np.asarray(x, np.float32))

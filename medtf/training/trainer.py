@@ -7,7 +7,6 @@ Data order is a pure function of (seed, epoch): each epoch's training stream is 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import os
