@@ -41,6 +41,7 @@ PUBLISHED = {
 TARGETS = {
     "pneumonia_cxr": {"test_auc": 0.97, "test_accuracy": 0.90},
     "diabetic_retinopathy": {"test_auc": 0.75, "test_accuracy": 0.53},
+    "diabetic_retinopathy_multiscale": {"test_auc": 0.75, "test_accuracy": 0.53},
     "adrenal_3d": {"test_auc": 0.85, "test_accuracy": 0.80},
     "em_membrane": {"test_dice": 0.85},
     "brain_tumor_mri": {"whole_tumor_dice": 0.80},
@@ -49,16 +50,43 @@ TARGETS = {
 
 
 class Ctx:
-    def __init__(self, work: pathlib.Path, quick: bool, reuse: bool = False):
+    def __init__(self, work: pathlib.Path, quick: bool, reuse: bool = False, seed: int | None = None):
         self.work = work
         self.quick = quick
         self.reuse = reuse
+        self.seed = seed  # --seeds: this run's training seed (run folders get a _s<seed> suffix)
+
+    def run_name(self, name: str) -> str:
+        return name if self.seed is None else f"{name}_s{self.seed}"
 
     def overrides(self, name: str, extra=()) -> list[str]:
-        o = [f"output_dir={self.work / 'runs'}", f"run_name={name}", "verbose=2", "tensorboard=false"]
+        o = [f"output_dir={self.work / 'runs'}", f"run_name={self.run_name(name)}", "verbose=2", "tensorboard=false"]
         if self.quick:
             o += ["epochs=1"]
-        return o + list(extra)
+        if self.seed is not None:
+            o += [f"seed={self.seed}"]
+        extra = [f"run_name={self.run_name(e.split('=', 1)[1])}" if e.startswith("run_name=") else e for e in extra]
+        return o + extra
+
+
+def aggregate_seeds(runs: dict[int, dict]) -> dict:
+    """One recipe row from several seeded runs: every number that all runs report becomes the mean under its
+    own key, with ``<key>_std`` (sample sd, ddof=1) and ``<key>_per_seed`` beside it; ``seeds`` lists the
+    seeds and ``per_seed`` keeps each run's full result."""
+    import statistics
+
+    seeds = sorted(runs)
+    first = runs[seeds[0]]
+    row: dict = {"seeds": seeds, "per_seed": {str(s): runs[s] for s in seeds}}
+    for key, value in first.items():
+        values = [runs[s].get(key) for s in seeds]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            row[key] = float(statistics.fmean(values))
+            row[f"{key}_std"] = float(statistics.stdev(values)) if len(values) > 1 else 0.0
+            row[f"{key}_per_seed"] = [float(v) for v in values]
+        elif key not in row:
+            row[key] = value
+    return row
 
 
 
@@ -114,7 +142,7 @@ def _train(recipe: str, ctx: Ctx, records: pathlib.Path, extra=(), config_name: 
 def _trained_or_train(recipe: str, ctx: Ctx, records: pathlib.Path) -> pathlib.Path:
     """With ``--reuse``, the finished run of ``recipe`` in ``--work`` (model.keras + model.json, no resume
     backup left); otherwise a fresh :func:`_train`."""
-    run = ctx.work / "runs" / recipe
+    run = ctx.work / "runs" / ctx.run_name(recipe)
     done = (run / "model.keras").is_file() and (run / "model.json").is_file() and not (run / "checkpoints" / "backup").exists()
     if ctx.reuse and done:
         print(f"--reuse: evaluating the trained run {_rel(run)}", flush=True)
@@ -227,6 +255,20 @@ def diabetic_retinopathy(ctx: Ctx) -> dict:
     return _classification("diabetic_retinopathy", ctx, rec, tta="dihedral")
 
 
+def diabetic_retinopathy_multiscale(ctx: Ctx) -> dict:
+    """Two-scale Xception (recipes/diabetic_retinopathy/multiscale.yaml: 74 px + 37 px branches), evaluated like
+    the single-scale row (dihedral TTA, plain evaluation beside it)."""
+    from medtf.training.config import load_config
+
+    rec = _convert_npz(_shared("retinamnist") / "retinamnist.npz", ctx.work / "records" / "retinamnist")
+    cfg = load_config(REPO / "recipes" / "diabetic_retinopathy" / "multiscale.yaml")
+    out = _classification("diabetic_retinopathy", ctx, rec, name="diabetic_retinopathy_multiscale",
+                          config_name="multiscale.yaml", tta="dihedral")
+    out.update(scales=list(cfg.model.kwargs["scales"]), input_size=list(cfg.data.preprocessing.size),
+               epochs=1 if ctx.quick else int(cfg.epochs))
+    return out
+
+
 def adrenal_3d(ctx: Ctx) -> dict:
     """The lung_nodule_ct recipe's model on the published 3D benchmark (recipes/lung_nodule_ct/adrenal_3d.yaml)."""
     rec = _convert_npz(_shared("adrenalmnist3d") / "adrenalmnist3d.npz", ctx.work / "records" / "adrenalmnist3d")
@@ -248,19 +290,17 @@ EM_THRESHOLDS = tuple(round(0.30 + 0.02 * i, 2) for i in range(21))
 def em_membrane(ctx: Ctx) -> dict:
     """``test_dice``: pooled membrane Dice of the argmax on the test slices 24-29. Beside it (``*_selected``):
     the test-time augmentation (none, flip or dihedral, ``medtf.evaluation.tta_predict``) and membrane
-    threshold with the best pooled Dice on the validation slices 21-23, applied to the test slices. The
-    recipe's input channels set the sections stacked per slice (3 channels: ``prepare_isbi2012 --context 1``)."""
+    threshold with the best pooled Dice on the validation slices 21-23, applied to the test slices. Records:
+    the recipe's ``tfrecord-convert --masks`` command (splits from ``recipes/em_membrane/splits.csv``)."""
     import numpy as np
 
-    from prepare_isbi2012 import prepare
     from medtf.evaluation.evaluate import tta_predict
-    from medtf.training.config import load_config
     from medtf.training.run import load_model
 
-    channels = (load_config(REPO / "recipes" / "em_membrane" / "config.yaml").model.kwargs.get("input_shape") or [1])[-1]
-    context = (int(channels or 1) - 1) // 2
-    rec = ctx.work / "records" / ("isbi2012" if context == 0 else f"isbi2012_z{context}")
-    prepare(_shared("isbi2012_em_membrane"), rec, tile=256, context=context)
+    src = _shared("isbi2012_em_membrane") / "train"
+    rec = _convert([src / "image"], ctx.work / "records" / "isbi2012", masks=str(src / "label"),
+                   mask_map=((0, 1), (255, 0)), labels=str(REPO / "recipes" / "em_membrane" / "splits.csv"),
+                   split="input", tile=(256, 256))
     t0 = time.perf_counter()
     run = _trained_or_train("em_membrane", ctx, rec)
     train_min = (time.perf_counter() - t0) / 60
@@ -288,126 +328,87 @@ def em_membrane(ctx: Ctx) -> dict:
     selected = (plain_p if mode is None else membrane_prob("test", mode)[0]) >= thr
     per = [_dice(pred[i], truth[i]) for i in range(len(pred))]
     return {"test_dice": _dice(pred, truth), "test_dice_per_slice": per, "test_pixel_accuracy": float((pred == truth).mean()),
-            "input_sections": 2 * context + 1, "test_dice_selected": _dice(selected, truth), "tta_selected": mode,
+            "test_dice_selected": _dice(selected, truth), "tta_selected": mode,
             "threshold_selected": thr, "val_dice_selected": val_dice[(mode, thr)], "val_dice": val_dice[(None, 0.5)],
             "n_test": len(pred), "train_minutes": round(train_min, 2), "run": _rel(run)}
 
 
+def _convert(inputs, out: pathlib.Path, **options) -> pathlib.Path:
+    """``tfrecord-convert`` through its Python API (same code as the CLI); exit code 0 required."""
+    from medtf.records.convert import ConvertConfig, convert
+
+    res = convert(ConvertConfig(inputs=tuple(str(i) for i in inputs), output=str(out), overwrite=True,
+                                progress=False, **options))
+    if res.exit_code != 0:
+        raise RuntimeError(f"converting {inputs} failed (exit {res.exit_code}); see {out / 'manifest.json'}")
+    return out
+
+
 def brain_tumor_mri(ctx: Ctx) -> dict:
-    import collections
+    """The recipe README's commands: nnU-Net folder (``data_tools/brats2015_to_nnunet.py``) →
+    ``tfrecord-convert --mode slice`` → ``medtf train`` → ``medtf evaluate`` (test slices re-stacked into the 2
+    test volumes; Dice per BraTS region from the dataset.json regions, at the records' 1-mm grid)."""
+    from brats2015_to_nnunet import build
+    from medtf.evaluation.evaluate import evaluate_run
+    from medtf.records.process import ProcessOptions
 
-    import numpy as np
-
-    from prepare_brats2015 import REGIONS, prepare
-    from medtf.records.reader import load
-    from medtf.training.run import RunInfo, load_model
-    from medtf.preprocess import apply_intensity as apply_intensity_numpy
-    from medtf.preprocess import resize as resize_numpy
-
-    rec = ctx.work / "records" / "brats2015"
-    if not (rec / "manifest.json").exists():
-        prepare(_shared("brats2015_deepmedic"), rec)
+    folder = ctx.work / "data" / "Dataset501_BraTS2015"
+    build(_shared("brats2015_deepmedic"), folder)
+    rec = _convert([folder], ctx.work / "records" / "brats2015", mode="slice", split="train=1.0",
+                   process=ProcessOptions(size=(208, 208), resize="crop_or_pad"))
     t0 = time.perf_counter()
-    run = _train("brain_tumor_mri", ctx, rec)
+    run = _trained_or_train("brain_tumor_mri", ctx, rec)
     train_min = (time.perf_counter() - t0) / 60
-    model = load_model(run)
-    spec = RunInfo.load(run).preprocessing
-    cases = collections.defaultdict(dict)
-    for e in load(rec, "test"):
-        img = e["image"].numpy()
-        x = apply_intensity_numpy(img, spec)
-        if spec.size is not None:
-            x = resize_numpy(x, spec.size)
-        prob = np.asarray(model.predict_on_batch(x[None]))[0]
-        if prob.shape[:2] != img.shape[:2]:
-            prob = resize_numpy(prob, img.shape[:2])
-        src = e["source"].numpy().decode()
-        z = int(src.rsplit("/z", 1)[1])
-        cases[e["patient"].numpy().decode()][z] = (prob.argmax(-1), e["mask"].numpy().reshape(img.shape[:2]))
-    per_case = {k: [] for k in REGIONS}
-    for pid, slices in cases.items():
-        zs = sorted(slices)
-        pred = np.stack([slices[z][0] for z in zs])
-        truth = np.stack([slices[z][1] for z in zs])
-        for region, classes in REGIONS.items():
-            per_case[region].append(_dice(np.isin(pred, classes), np.isin(truth, classes)))
-    return {"whole_tumor_dice": float(np.mean(per_case["whole_tumor"])),
-            "tumor_core_dice": float(np.mean(per_case["tumor_core"])),
-            "enhancing_dice": float(np.mean(per_case["enhancing"])),
-            "per_case": per_case, "n_test_cases": len(cases), "train_minutes": round(train_min, 2), "run": _rel(run)}
+    if ctx.reuse:  # the run's own span: resolved config written at its start, history.csv after its last epoch
+        train_min = ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    names = (("whole_tumor", "whole tumor"), ("tumor_core", "tumor core"), ("enhancing", "enhancing tumor"))
+    rep = evaluate_run(run, "test", progress=False)
+    regions = rep["metrics"]["per_region"]
+    res = {f"{k}_dice": regions[name]["dice"]["mean"] for k, name in names}
+    res.update({"whole_tumor_hd95_mm": regions["whole tumor"]["hd95"]["mean"],
+                "per_case": {k: [c["regions"][name]["dice"] for c in rep["per_case"]] for k, name in names},
+                "n_test_cases": rep["n"], "train_minutes": round(train_min, 2), "run": _rel(run),
+                "report": _rel(rep["files"]["html"])})
+    # beside the headline (no TTA, the recipe's protocol): left-right flip TTA (`medtf evaluate --tta`), reported
+    # only — never used to choose anything, since there is no validation split here
+    flip = evaluate_run(run, "test", tta="flip", progress=False, write=False)["metrics"]["per_region"]
+    res.update({f"{k}_dice_flip_tta": flip[name]["dice"]["mean"] for k, name in names})
+    return res
 
 
 def ct_denoising(ctx: Ctx) -> dict:
-    """Restoration U-Net (L1 + SSIM) vs the noisy input and OpenCV NLM on held-out LIDC slices."""
-    import cv2
-    import keras
-    import numpy as np
-    import yaml
+    """The recipe's README commands: ``data_tools/simulate_low_dose.py`` → ``tfrecord-convert --targets`` →
+    ``medtf train recipes/ct_denoising/config.yaml`` → ``medtf evaluate`` (restoration U-Net vs the low-dose
+    input and OpenCV non-local means, its strength chosen on the validation slices, on the 9 held-out slices)."""
+    from medtf.cli.tfrecord_convert import main as tfrecord_convert
+    from medtf.evaluation.evaluate import evaluate_run
+    from simulate_low_dose import simulate
 
-    from prepare_ct_denoising import prepare
-    from medtf.evaluation.metrics import restoration_metrics
-    from medtf.models import build
-    from medtf.training.losses import get_loss
-
-    npz = ctx.work / "data" / "ct_denoising.npz"
-    if not npz.exists():
-        prepare(_shared("tcia_lidc_idri_0001_ct_subset"), npz)
-    d = np.load(npz)
-    cfg = yaml.safe_load((REPO / "recipes" / "ct_denoising" / "config.yaml").read_text())
-    keras.utils.set_random_seed(int(cfg.get("seed", 0)))
-    patch, per_slice = int(cfg["patch"]["size"]), int(cfg["patch"]["per_slice"])
-    rng = np.random.default_rng(int(cfg.get("seed", 0)))
-
-    def patches(noisy, clean, n):
-        xs, ys = [], []
-        for k in range(len(noisy)):
-            for _ in range(n):
-                i, j = rng.integers(0, noisy.shape[1] - patch, 2)
-                xs.append(noisy[k, i:i + patch, j:j + patch])
-                ys.append(clean[k, i:i + patch, j:j + patch])
-        return np.stack(xs), np.stack(ys)
-
-    xtr, ytr = patches(d["train_noisy"], d["train_clean"], per_slice)
-    xva, yva = d["val_noisy"], d["val_clean"]
-    model = build(cfg["model"]["name"], input_shape=(None, None, 1), **cfg["model"].get("kwargs", {}))
-    loss = get_loss(cfg["loss"]["name"], task="restoration", **cfg["loss"].get("kwargs", {}))
-    epochs = 1 if ctx.quick else int(cfg["epochs"])
-    steps = epochs * int(np.ceil(len(xtr) / int(cfg["batch_size"])))
-    lr = keras.optimizers.schedules.CosineDecay(float(cfg["optimizer"]["learning_rate"]), steps)
-    model.compile(keras.optimizers.Adam(lr, clipnorm=1.0), loss=loss)
-    ck = ctx.work / "runs" / "ct_denoising" / "model.keras"
-    ck.parent.mkdir(parents=True, exist_ok=True)
+    data = ctx.work / "data" / "ct_low_dose"
+    if not (data / "splits.csv").exists():
+        simulate(_shared("tcia_lidc_idri_0001_ct_subset"), data)
+    rec = ctx.work / "records" / "ct_denoising"
+    if not (rec / "manifest.json").exists():
+        code = tfrecord_convert([str(data / "low"), "--targets", str(data / "full"), "--labels", str(data / "splits.csv"),
+                                 "--split", "input", "--mode", "slice", "--intensity", "window", "--window", "2048,0",
+                                 "-o", str(rec), "--overwrite", "--no-progress"])
+        if code != 0:
+            raise RuntimeError(f"tfrecord-convert of {data} failed (exit {code})")
     t0 = time.perf_counter()
-    if not (ctx.reuse and ck.exists()):
-        model.fit(xtr, ytr, batch_size=int(cfg["batch_size"]), epochs=epochs, validation_data=(xva, yva), verbose=2,
-                  callbacks=[keras.callbacks.ModelCheckpoint(str(ck), monitor="val_loss", save_best_only=True)])
+    run = _trained_or_train("ct_denoising", ctx, rec)
     train_min = (time.perf_counter() - t0) / 60
-    model = keras.models.load_model(str(ck), compile=False)
-    xte, yte = d["test_noisy"], d["test_clean"]
-    den = np.concatenate([np.asarray(model.predict_on_batch(xte[i:i + 1])) for i in range(len(xte))])
-    den = np.clip(den, 0.0, 1.0)
-
-    def nlm(batch, h):
-        out = []
-        for im in batch[..., 0]:
-            u16 = np.round(np.clip(im, 0, 1) * 65535).astype(np.uint16)
-            r = cv2.fastNlMeansDenoising(u16, [float(h)], None, 7, 21, cv2.NORM_L1)  # 16-bit needs NORM_L1
-            out.append(r.astype(np.float32) / 65535.0)
-        return np.stack(out)[..., None]
-
-    # NLM strength tuned on the validation slices (fair baseline), then applied to the test slices
-    grid = [800, 1200, 1600, 2000, 2600, 3200, 4000]
-    best_h = max(grid, key=lambda h: restoration_metrics(yva, nlm(xva, h))["psnr_mean"])
-    nl = nlm(xte, best_h)
-    m_model = restoration_metrics(yte, den)
-    m_noisy = restoration_metrics(yte, xte)
-    m_nlm = restoration_metrics(yte, nl)
+    if ctx.reuse:  # the run's own span: resolved config written at its start, history.csv after its last epoch
+        train_min = ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    rep = evaluate_run(run, "test", out_dir=ctx.work / "reports" / "ct_denoising", progress=False)
+    rows = {r["method"]: r for r in rep["metrics"]["comparison"]}
+    m_model, m_noisy, m_nlm = rows["model"], rows["input"], rows["nlm"]
     return {"psnr_model_db": m_model["psnr_mean"], "ssim_model": m_model["ssim_mean"],
             "psnr_noisy_db": m_noisy["psnr_mean"], "ssim_noisy": m_noisy["ssim_mean"],
-            "psnr_nlm_db": m_nlm["psnr_mean"], "ssim_nlm": m_nlm["ssim_mean"], "nlm_h": best_h,
+            "psnr_nlm_db": m_nlm["psnr_mean"], "ssim_nlm": m_nlm["ssim_mean"], "nlm_h": m_nlm["h"],
+            "nlm_h_split": m_nlm["h_split"],
             "psnr_gain_vs_nlm_db": m_model["psnr_mean"] - m_nlm["psnr_mean"],
             "psnr_gain_vs_noisy_db": m_model["psnr_mean"] - m_noisy["psnr_mean"],
-            "n_test_slices": int(len(xte)), "train_minutes": round(train_min, 2)}
+            "n_test_slices": int(rep["n"]), "train_minutes": round(train_min, 2), "run": _rel(run)}
 
 
 def lung_nodule_ct(ctx: Ctx) -> dict:
@@ -445,6 +446,7 @@ def lung_nodule_ct(ctx: Ctx) -> dict:
 RECIPES = {
     "pneumonia_cxr": pneumonia_cxr,
     "diabetic_retinopathy": diabetic_retinopathy,
+    "diabetic_retinopathy_multiscale": diabetic_retinopathy_multiscale,
     "adrenal_3d": adrenal_3d,
     "em_membrane": em_membrane,
     "brain_tumor_mri": brain_tumor_mri,
@@ -471,13 +473,22 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="1 epoch per recipe (wiring smoke test; not results)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(RECIPES)}")
     p.add_argument("--work", default=str(HERE / "_work"), help="scratch folder (records, runs, reports)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated training seeds (e.g. 0,1,2): each recipe runs once per seed and its row "
+                        "holds the mean, <key>_std and <key>_per_seed")
     p.add_argument("--reuse", action="store_true",
-                   help="ct_denoising, em_membrane: evaluate the model already trained in --work instead of training")
+                   help="brain_tumor_mri, ct_denoising, em_membrane: evaluate the model already trained in --work "
+                        "instead of training")
     a = p.parse_args(argv)
     names = list(RECIPES) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         print(f"error: unknown recipe(s) {unknown}; choose from {list(RECIPES)}", file=sys.stderr)
+        return 2
+    try:
+        seeds = [int(v) for v in a.seeds.split(",")] if a.seeds else None
+    except ValueError:
+        print(f"error: --seeds expects integers like 0,1,2. Received: {a.seeds!r}", file=sys.stderr)
         return 2
     ctx = Ctx(pathlib.Path(a.work).resolve(), a.quick, a.reuse)
     out = HERE / "results" / ("recipes_quick.json" if a.quick else "recipes.json")
@@ -488,7 +499,16 @@ def main(argv=None) -> int:
         print(f"\n=== {name} ===", flush=True)
         t0 = time.perf_counter()
         try:
-            res = RECIPES[name](ctx)
+            if seeds:
+                runs = {}
+                for seed in seeds:
+                    print(f"--- {name}, seed {seed} ---", flush=True)
+                    ctx.seed = seed
+                    runs[seed] = RECIPES[name](ctx)
+                ctx.seed = None
+                res = aggregate_seeds(runs)
+            else:
+                res = RECIPES[name](ctx)
         except FileNotFoundError as exc:
             print(f"skipped: {exc}")
             continue

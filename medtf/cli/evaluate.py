@@ -50,9 +50,12 @@ def _headline(report: dict) -> str:
     if task == "multilabel":
         return f"macro AUC {f(m['macro_auc'])}, macro F1 {f(m['macro_f1'])}"
     if task == "segmentation":
-        return f"mean Dice {f(m['mean_dice'])} over {m['n_cases']} cases"
+        regions = "".join(f", {k} Dice {f(v['dice']['mean'])}" for k, v in (m.get("per_region") or {}).items())
+        return f"mean Dice {f(m['mean_dice'])} over {m['n_cases']} cases{regions}"
     if task == "restoration":
-        return f"PSNR {f(m['psnr_mean'])} dB, SSIM {f(m['ssim_mean'])}"
+        others = "".join(f"; {r['method']} PSNR {f(r['psnr_mean'])} dB, SSIM {f(r['ssim_mean'])}"
+                         for r in m.get("comparison") or [] if r.get("method") != "model")
+        return f"PSNR {f(m['psnr_mean'])} dB, SSIM {f(m['ssim_mean'])}{others}"
     return ""
 
 

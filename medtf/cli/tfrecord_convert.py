@@ -9,7 +9,8 @@ import argparse
 import sys
 
 DESCRIPTION = (
-    "Convert DICOM files and series, NIfTI, PNG/JPEG/TIFF and MedMNIST-style npz into sharded, "
+    "Convert DICOM files and series (with DICOM-SEG / RT Structure Set masks), NIfTI, NRRD, MetaImage, "
+    "PNG/JPEG/GIF/TIFF and MedMNIST-style npz into sharded, "
     "patient-grouped TFRecords plus manifest.json. Every input ends in the manifest as converted "
     "(split, record key) or rejected (reason); no patient identifier is written anywhere."
 )
@@ -75,15 +76,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print which input file each pseudonymous source name stands for (this terminal only; "
                         "needs the same pseudonym key), then exit; no records are written")
     parser.add_argument("--masks", default=None, metavar="DIR",
-                        help="folder of masks (PNG, TIFF, NIfTI, DICOM) paired with the inputs by key: each image "
-                        "gets the mask with the same key, on the same grid; every spatial step moves it with "
-                        "nearest neighbour")
+                        help="folder of masks (PNG, GIF, TIFF incl. LZW/deflate, NIfTI, NRRD/.nhdr, MetaImage "
+                        ".mha/.mhd, DICOM) paired with the inputs by key: each image gets the mask with the same key, "
+                        "on the same grid; every spatial step moves it with nearest neighbour. (RT Structure Sets and "
+                        "DICOM-SEG go among the INPUTs, beside their series.)")
+    parser.add_argument("--roi", action="append", default=[], metavar="NAME",
+                        help="RT Structure Set ROI to rasterise into the series' mask (exact name, case-insensitive); "
+                        "repeat to choose several: label ids 1..K in this order (default: every ROI, in ROI Number "
+                        "order; where ROIs overlap the later one wins)")
     parser.add_argument("--empty-slices", type=float, default=None, metavar="FRACTION",
                         help="with --mode slice: volumes are cut into 2D slices (each keeps its mask slice); keep "
                         "every slice with foreground and this seeded fraction of the empty ones")
+    parser.add_argument("--tile", default=None, metavar="N[,N]",
+                        help="cut 2D images (after --spacing/--size) of the training data into non-overlapping NxN "
+                        "tiles, each with its mask tile; sources whose split is already val or test stay whole")
     parser.add_argument("--pair", default=None, metavar="REGEX",
                         help="pairing key = the first group of REGEX in each file name (default: the name without "
                         "its extension), e.g. '(case_\\d+)'")
+    parser.add_argument("--targets", default=None, metavar="DIR",
+                        help="folder of restoration targets (full-dose, high-resolution) paired with the inputs by "
+                        "key (--pair): stored with each input, on the input grid or an integer multiple k of it; "
+                        "every spatial step follows the input's (linear). Not with --masks")
+    parser.add_argument("--target-scale", type=_csv_numbers(int, "--target-scale"), default=None, metavar="K[,K...]",
+                        help="with --targets: reject targets whose grid is not the input grid times K (default: any "
+                        "integer multiple)")
     parser.add_argument("--mask-map", default=None, metavar="V=L[,V=L...]",
                         help="mask value → label (e.g. 255=1,128=2); masks holding only {0, 255} are read as {0, 1}")
     parser.add_argument("--nan-value", type=float, default=None, metavar="V",
@@ -157,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
             key_file=args.key_file, shard_mb=args.shard_mb, read_options=_read_options(args),
             progress=not args.no_progress, keep_work=args.keep_work, keep_paths=args.keep_paths,
             masks=args.masks, pair=args.pair, mask_map=_mask_map(args.mask_map), empty_slices=args.empty_slices,
+            tile=_ints(args.tile, "--tile"),
+            roi=tuple(args.roi),
+            targets=args.targets, target_scale=args.target_scale,
         )
         if args.runner == "beam":
             from medtf.records.beam import convert_beam
@@ -237,6 +256,16 @@ def build_parser(prog: str = "tfrecord-convert") -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return parser
+
+
+def _ints(text, option: str):
+    """'256' / '256,128' → (256,) / (256, 128); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{option} expects integers like 256 or 256,128. Received: {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

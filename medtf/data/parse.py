@@ -34,10 +34,11 @@ def static_image_shape(manifest: dict) -> list:
     return spatial + [int(channels) if channels else None]
 
 
-def make_parse_fn(manifest: dict, with_mask: bool):
+def make_parse_fn(manifest: dict, with_mask: bool, with_target: bool = False):
     """A graph function ``serialized → dict`` with ``image`` float32 (static rank and, when the manifest
-    says, channels), ``label`` int64 vector, ``spacing``, ``patient``, ``source`` and, when
-    ``with_mask``, ``mask`` uint8 reshaped to (spatial..., 1)."""
+    says, channels), ``label`` int64 vector, ``spacing``, ``patient``, ``source``, when ``with_mask``,
+    ``mask`` uint8 reshaped to (spatial..., 1), and when ``with_target``, ``target`` float32 (the paired
+    restoration target: same rank and channels as the image, its own spatial size)."""
     image_dtype = manifest["image_dtype"]
     shape = static_image_shape(manifest)
 
@@ -58,13 +59,17 @@ def make_parse_fn(manifest: dict, with_mask: bool):
                 message="record mask must cover the image's spatial extent (one value per pixel/voxel)",
             )
             out["mask"] = tf.reshape(mask, tf.concat([tf.shape(image)[:-1], [1]], 0))
+        if with_target:
+            tf.debugging.assert_equal(tf.size(p["target_shape"]), tf.size(p["image_shape"]),
+                                      message="record has no paired target (tfrecord-convert --targets)")
+            out["target"] = tf.ensure_shape(p["target"], [None] * (len(shape) - 1) + shape[-1:])
         return out
 
     return parse
 
 
 def probe(records_dir, split: str, manifest: dict | None = None) -> dict:
-    """Parse the first record of ``split`` eagerly: ``{"has_mask", "label_size", "image_shape"}``."""
+    """Parse the first record of ``split`` eagerly: ``{"has_mask", "has_target", "label_size", "image_shape"}``."""
     manifest = manifest if manifest is not None else read_manifest(records_dir)
     files = shard_files(records_dir, split, manifest)
     for f in files:
@@ -72,6 +77,7 @@ def probe(records_dir, split: str, manifest: dict | None = None) -> dict:
             p = schema.parse_example(serialized, manifest["image_dtype"])
             return {
                 "has_mask": int(tf.size(p["mask"])) > 0,
+                "has_target": int(tf.size(p["target_shape"])) > 0,
                 "label_size": int(tf.size(p["label"])),
                 "image_shape": [int(v) for v in p["image_shape"].numpy()],
             }

@@ -8,6 +8,9 @@ Stages (training=True unless noted):
 3. class balancing (over-/under-sampling) or shuffling; repeat;
 4. per-example stateless seeds (``Dataset.random``, new each epoch when training, fixed otherwise);
 5. patch sampling relative to the mask (also at evaluation, with fixed seeds); augmentation;
+   restoration records with paired targets (``tfrecord-convert --targets``): x = the stored input, y = the
+   stored target, patches cut at the same place and geometric ops drawn once for both (see
+   :func:`restoration_pair`);
 6. label encoding, sample weights; batch; mixup/cutmix; channel repetition (1 → N, done last on
    whole batches: identical values, a third of the augmentation work); prefetch(AUTOTUNE).
 
@@ -46,6 +49,50 @@ def _unbatch(ds: tf.data.Dataset) -> tf.data.Dataset:
 # explicitly), so AutoGraph conversion is skipped: it only slows tracing down.
 _no_autograph = tf.autograph.experimental.do_not_convert
 _NEEDS_CLASSES = ("onehot", "multilabel", "ordinal", "mask")
+
+
+def _resize_dynamic(x, size):
+    """Linear (half-pixel, no antialiasing) resize of (spatial..., C) ``x`` to the tensor ``size`` — what
+    ``medtf.preprocess.tf_ops.resize`` does for static sizes; 3D resizes (H, W) per slice, then D."""
+    x = tf.cast(x, tf.float32)
+    if x.shape.rank == 3:
+        return tf.image.resize(x[None], size, method="bilinear", antialias=False)[0]
+    s = tf.shape(x)
+    c = x.shape[-1] if x.shape[-1] is not None else s[3]
+    hw = tf.image.resize(x, size[1:], method="bilinear", antialias=False)  # (D, H', W', C): slices as a batch
+    t = tf.transpose(hw, [1, 0, 2, 3])  # (H', D, W', C)
+    t = tf.image.resize(t, tf.stack([size[0], size[2]]), method="bilinear", antialias=False)  # W' unchanged: exact
+    return tf.reshape(tf.transpose(t, [1, 0, 2, 3]), tf.concat([size, [c]], 0))
+
+
+def restoration_pair(image, target, spec):
+    """``(x, y)`` of a record with a paired target: the training-stage preprocessing ``spec`` applied to the
+    stored input and to the stored target.
+
+    Super-resolution (target grid = k × input grid): the input is first resized to the target grid with
+    linear interpolation (half-pixel centres, as every medtf resize), so the model maps a target-sized
+    image to a target-sized image and learns the correction of the interpolated input with its residual
+    skip (VDSR-style, Kim et al. 2016) — ``restoration_unet`` with ``scale=1`` serves denoising and
+    super-resolution alike, geometric augmentation and patches act on one grid, and an untrained
+    residual model starts at the interpolated input. Per-image intensity statistics (``zscore``,
+    ``range``) are computed on x and y separately: use ``none`` or ``scale`` for restoration.
+    """
+    image, target = tf.convert_to_tensor(image), tf.convert_to_tensor(target)
+    size = tf.shape(target)[:-1]
+    x = tf.cond(tf.reduce_all(tf.equal(tf.shape(image)[:-1], size)), lambda: tf.cast(image, tf.float32),
+                lambda: _resize_dynamic(image, size))
+    x = tf.ensure_shape(x, [None] * (target.shape.rank - 1) + [image.shape[-1]])
+    return pre.apply(x, spec, repeat=False), pre.apply(target, spec, repeat=False)
+
+
+def _joint_geometric(image, target, seed, augment):
+    """The geometric ops of ``augment`` with one random draw for the (same-grid) input and target: they are
+    moved together as the channels of one tensor (linear interpolation for both)."""
+    cx, cy = image.shape[-1], target.shape[-1]
+    if cx is None or cy is None:
+        raise ValueError("restoration pairs need known channel counts (manifest 'channels') for joint augmentation")
+    both, _ = aug.augment_example(tf.concat([image, target], -1), None, seed, augment, stage="geometric")
+    return both[..., :cx], both[..., cx:]
 
 
 def resolve_num_classes(config: DataConfig, manifest: dict, label_size: int | None = None) -> int | None:
@@ -112,15 +159,20 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
     num_classes = resolve_num_classes(config, manifest, info["label_size"])
     spec = config.preprocessing
     use_mask = info["has_mask"] and (keep_mask or config.label_mode == "mask" or config.patch is not None)
+    # restoration on records with paired targets: y is the stored target, not a degraded copy of x
+    paired = config.label_mode == "image" and info.get("has_target", False)
     det = config.deterministic
-    parse_fn = parse_mod.make_parse_fn(manifest, with_mask=use_mask)
+    parse_fn = parse_mod.make_parse_fn(manifest, with_mask=use_mask, with_target=paired)
     with_w = training and config.class_balance == "weights"
     augment = config.augment_config if training else None
     has_ops = augment is not None and bool(augment.ops)
     mode = config.label_mode
     # Restoration: the intensity ops are the degradation (noise, blur...), applied at evaluation too,
     # with the fixed evaluation seeds; geometric ops only augment training.
-    degrade = (mode == "image" and any(o.name in INTENSITY_OPS and o.p > 0 for o in config.augment_config.ops))
+    # Records with paired targets are never degraded: their intensity ops (only when the config lists them)
+    # augment the training inputs.
+    degrade = (mode == "image" and not paired
+               and any(o.name in INTENSITY_OPS and o.p > 0 for o in config.augment_config.ops))
     class_weights = None
     if with_w:
         class_weights = tf.constant(sampling.class_weights_from_manifest(manifest, split, num_classes))
@@ -130,11 +182,14 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
     rank = parse_mod.spatial_rank(manifest)
     c_in = manifest.get("channels")
     vectorised = (rank == 2 and not use_mask and spec.size is not None and bool(c_in) and not config.cache
-                  and balance is None and patch is None)
+                  and balance is None and patch is None and not paired)
 
     @_no_autograph
     def prepare(serialized):
         e = parse_fn(serialized)
+        if paired:
+            x, y = restoration_pair(e["image"], e["target"], spec)
+            return {"image": x, "target": y, "label": e["label"]}
         if use_mask:
             image, mask = pre.apply(e["image"], spec, mask=e["mask"], repeat=False)
             return {"image": image, "label": e["label"], "mask": mask}
@@ -175,7 +230,13 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
         image = e["image"]
         mask = e.get("mask")
         target = None
-        if mode == "image":
+        if paired:
+            target = e["target"]
+            if has_ops:
+                image, target = _joint_geometric(image, target, s, augment)
+                image, _ = aug.augment_example(image, None, tf.random.experimental.stateless_fold_in(s, 1), augment,
+                                               stage="intensity")
+        elif mode == "image":
             if has_ops:
                 image, mask = aug.augment_example(image, mask, s, augment, stage="geometric")
             target = image
@@ -272,6 +333,10 @@ def _build(records_dir, split: str, config: DataConfig, *, training: bool, seed:
         def sample(e, s):
             mask = e["mask"] if use_mask else tf.zeros_like(e["image"][..., :1], tf.uint8)
             seeds = aug.split_seed(s, 2 * k)  # k for the patch centres, k for the augmentation
+            if paired:  # the same random window of the input and the target (uniform, inside the image)
+                pieces = [sampling.random_window([e["image"], e["target"]], patch.size, seeds[i]) for i in range(k)]
+                return ({"image": tf.stack([p[0] for p in pieces]), "target": tf.stack([p[1] for p in pieces]),
+                         "label": tf.tile(e["label"][None], [k, 1])}, tf.stack(seeds[k:]))
             pieces = [sampling.random_patch_3d(e["image"], mask, patch.size, patch.pos_ratio, seeds[i])
                       for i in range(k)]
             out = {"image": tf.stack([p[0] for p in pieces]), "label": tf.tile(e["label"][None], [k, 1])}
@@ -379,4 +444,4 @@ def steps_per_epoch(records_dir, split: str, config: DataConfig) -> int:
     return max(1, n // b if config.drop_remainder else -(-n // b))
 
 
-__all__ = ["build_dataset", "build_examples", "resolve_num_classes", "steps_per_epoch"]
+__all__ = ["build_dataset", "build_examples", "resolve_num_classes", "restoration_pair", "steps_per_epoch"]

@@ -175,6 +175,33 @@ def random_patch_3d(image, mask, size, pos_ratio: float, seed):
     return crop_padded(image, start, size), crop_padded(mask, start, size)
 
 
+def random_window(tensors, size, seed):
+    """The same random window of ``size`` cut from every tensor of ``tensors`` (same spatial shape, any
+    channels): its start is uniform over the positions that keep the window inside the image along each
+    axis (zero padded where the image is smaller). Restoration pairs use it: input and target patches stay
+    aligned, and no patch is mostly padding.
+
+    Args:
+        tensors: (spatial..., C) tensors sharing their spatial shape.
+        size: window spatial size.
+        seed: shape-[2] seed.
+
+    Returns:
+        List of the windows, in the order of ``tensors``.
+    """
+    size = [int(s) for s in size]
+    tensors = [tf.convert_to_tensor(t) for t in tensors]
+    nd = len(size)
+    if any(t.shape.rank != nd + 1 for t in tensors):
+        raise ValueError(f"random_window: tensors {[t.shape for t in tensors]} must be (spatial..., C) with {nd} "
+                         f"spatial axes to match size {size}")
+    dims = tf.shape(tensors[0], out_type=tf.int64)[:nd]
+    room = tf.maximum(dims - tf.constant(size, tf.int64), 0)
+    u = tf.random.stateless_uniform([nd], seed)
+    start = tf.minimum(tf.cast(tf.floor(u * tf.cast(room + 1, tf.float32)), tf.int64), room)
+    return [crop_padded(t, start, size) for t in tensors]
+
+
 # ------------------------------------------------------------------------------------------------
 # tiling of large 2D images
 # ------------------------------------------------------------------------------------------------

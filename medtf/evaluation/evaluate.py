@@ -6,8 +6,10 @@ recipes use them). ``evaluate_run`` loads ``RUN/model.keras`` + ``RUN/model.json
 and applies the run's training-stage ``Preprocessing`` with ``medtf.preprocess.tf_ops.apply``
 — the same graph ops ``medtf.data.build_dataset(..., training=False)`` uses, here applied record by
 record so every prediction stays paired with its pseudonymous patient key, spacing and full-resolution
-mask. Restoration runs use ``build_dataset(..., training=False)`` itself, since the degradation is
-defined by the data config.
+mask. Restoration runs on records with paired targets (``tfrecord-convert --targets``) compare the model
+with the input and a classical baseline (non-local means tuned on the validation split, or bicubic
+interpolation for super-resolution; :mod:`medtf.evaluation.baselines`); other restoration runs use
+``build_dataset(..., training=False)`` itself, since the degradation is defined by the data config.
 
 Segmentation metrics are computed at the records' resolution: predicted probabilities are mapped
 back through the preprocessing size step (linear resize, or the inverse centre crop/pad) before the
@@ -246,8 +248,9 @@ def probabilities_to_labels(prob: np.ndarray) -> tuple[np.ndarray, int, bool]:
     return prob.argmax(axis=-1).astype(np.int64), prob.shape[-1], False
 
 
-def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_names=None, multilabel: bool = False) -> dict:
-    """Per-case, per-class Dice/IoU/HD95/HD/ASSD and their summary.
+def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_names=None, multilabel: bool = False,
+                          regions: dict | None = None) -> dict:
+    """Per-case, per-class Dice/IoU/HD95/HD/ASSD and their summary (and per region, when given).
 
     Args:
         y_true: sequence of reference label maps (*spatial) — or (*spatial, C) binary channels when
@@ -258,6 +261,9 @@ def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_name
         keys: pseudonymous case keys.
         class_names: names incl. background.
         multilabel: channels are independent binary segments (sigmoid, ``prob >= 0.5`` → foreground).
+        regions: region-based labels ({name: [label values]}, e.g. BraTS whole tumour = [1, 2, 3]): each
+            region is scored as one binary mask (label map ``in`` the region's values), per case
+            (``per_case[i]["regions"]``) and in ``metrics["per_region"]``.
 
     Returns:
         ``{"task": "segmentation", "n", "class_names", "metrics": summary, "per_case": [...], "curves": {}}``.
@@ -297,8 +303,17 @@ def evaluate_segmentation(y_true, y_prob, *, spacing=None, keys=None, class_name
             metrics = M.segmentation_case_metrics(labels, t, k, None if sp_list is None else sp_list[i])
         key = keys[i] if keys is not None else f"case_{i + 1:04d}"
         cases.append({"case": key, "metrics": metrics})
+        if regions and not multilabel:
+            sp = None if sp_list is None else sp_list[i]
+            cases[-1]["regions"] = {name: M.segmentation_case_metrics(np.isin(labels, values), np.isin(t, values), 2, sp)[1]
+                                    for name, values in regions.items()}
     names = list(class_names) if class_names else (["background"] + [str(c) for c in range(1, num_classes)])
     summary = M.summarize_segmentation(cases, names)
+    if regions and not multilabel:
+        region_names = list(regions)
+        by_index = [{"case": c["case"], "metrics": {j: c["regions"][r] for j, r in enumerate(region_names)}} for c in cases]
+        summary["per_region"] = M.summarize_segmentation(by_index, region_names)["per_class"]
+        summary["regions"] = {k: list(v) for k, v in regions.items()}
     return {"task": "segmentation", "n": n, "class_names": names, "threshold": None, "metrics": summary,
             "per_case": cases, "curves": {},
             "notes": "Dice/IoU = 1 and distances = 0 when both masks are empty; distances are undefined "
@@ -412,6 +427,34 @@ def _records_examples(records_dir, split: str, spec, manifest: dict):
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
     for e in ds.as_numpy_iterator():
         yield e
+
+
+def _restack_volumes(sources: list[str], origins: list, spacing: list):
+    """Group 2D slice records cut from volumes (source ``<unit>#<slice index>``) back into volumes.
+
+    Returns:
+        ``[(record indices in slice order, (slice spacing, row, col)), ...]`` per source volume, or None when
+        the records are not all slices of volumes holding every slice 0..n-1 (e.g. empty slices left out
+        by ``--empty-slices``): then each record stays its own case.
+    """
+    groups: dict[str, dict[int, int]] = {}
+    for i, src in enumerate(sources):
+        unit, sep, index = src.rpartition("#")
+        if not sep or not index.isdigit():
+            return None
+        groups.setdefault(unit, {})[int(index)] = i
+    if all(len(g) == 1 for g in groups.values()):
+        return None
+    out = []
+    for g in groups.values():
+        order = [g[k] for k in sorted(g)]
+        if sorted(g) != list(range(len(g))):
+            return None
+        steps = [np.linalg.norm(origins[b] - origins[a]) for a, b in zip(order, order[1:])
+                 if origins[a].size and origins[a].shape == origins[b].shape]
+        dz = float(np.median(steps)) if steps else 1.0
+        out.append((order, (dz if dz > 0 else 1.0, *spacing[order[0]])))
+    return out
 
 
 def _split_count(manifest: dict, split: str) -> int | None:
@@ -565,7 +608,7 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
         from tqdm.auto import tqdm
 
         sd = int(info.spatial_dims)
-        trues, preds, spacings, patients = [], [], [], []
+        trues, preds, spacings, patients, sources, origins = [], [], [], [], [], []
         multilabel = False
         for e in tqdm(_records_examples(records_dir, split, spec, manifest), total=_split_count(manifest, split),
                       desc=f"evaluate {split}", disable=not progress, unit="case"):
@@ -579,18 +622,30 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
             trues.append(mask)
             spacings.append(tuple(float(s) for s in e["spacing"][:sd]) if np.size(e["spacing"]) >= sd else None)
             patients.append(e["patient"].decode() if isinstance(e["patient"], bytes) else str(e["patient"]))
+            sources.append(e["source"].decode() if isinstance(e["source"], bytes) else str(e["source"]))
+            origins.append(np.asarray(e.get("origin", ()), np.float64))
         if not trues:
             raise ValueError(f"{records_dir}: split {split!r} has no records")
-        keys = _class_index_keys(patients)
         spacing = [s if s is not None else (1.0,) * sd for s in spacings]
-        report = evaluate_segmentation(trues, preds, spacing=spacing, keys=keys, class_names=names, multilabel=multilabel)
+        volumes = _restack_volumes(sources, origins, spacing) if sd == 2 and not multilabel else None
+        if volumes is not None:  # 2D slices cut from volumes (--mode slice): score each whole volume
+            trues = [np.stack([trues[i] for i in idx]) for idx, _ in volumes]
+            preds = [np.stack([preds[i] for i in idx]) for idx, _ in volumes]
+            patients = [patients[idx[0]] for idx, _ in volumes]
+            spacing = [sp for _, sp in volumes]
+        keys = _class_index_keys(patients)
+        report = evaluate_segmentation(trues, preds, spacing=spacing, keys=keys, class_names=names, multilabel=multilabel,
+                                       regions=manifest.get("label_regions"))
+        if volumes is not None:
+            report["notes"] += (" Cases are whole volumes: the split's 2D slices were re-stacked by source in slice "
+                                "order (slice spacing from the slice origins).")
         for case, pt in zip(report["per_case"], patients):
             case["patient"] = pt
         rows = [{"case": c["case"], "patient": c["patient"],
                  **{f"dice_{k}": v["dice"] for k, v in c["metrics"].items()},
                  **{f"hd95_{k}": v["hd95"] for k, v in c["metrics"].items()}} for c in report["per_case"]]
     elif task == "restoration":
-        report, rows = _evaluate_restoration(model, info, records_dir, split, tta)
+        report, rows = _evaluate_restoration(model, info, records_dir, split, tta, _val_split_name(run_dir))
     else:  # pragma: no cover - RunInfo validates the task
         raise ValueError(f"unsupported task {task!r}")
 
@@ -614,9 +669,104 @@ def evaluate_run(run_dir, split: str = "test", *, tta: bool = False, out_dir=Non
     return report
 
 
-def _evaluate_restoration(model, info, records_dir, split, tta):
-    """PSNR/SSIM of model(x) vs y from ``build_dataset(..., training=False)`` (degradation from the data config)."""
+def _paired_examples(records_dir, split: str, spec):
+    """``(x, y, stored input)`` for every record of ``split`` with a paired target, in record order: x and y as
+    training made them (:func:`medtf.data.pipeline.restoration_pair`, no augmentation)."""
+    import tensorflow as tf
+
+    from medtf.data.pipeline import restoration_pair
+    from medtf.records.reader import load
+
+    for e in load(records_dir, split).as_numpy_iterator():
+        if e["target"].size == 0:
+            raise ValueError(f"{records_dir}: split {split!r} has a record without a paired target")
+        x, y = restoration_pair(tf.constant(e["image"]), tf.constant(e["target"]), spec)
+        yield np.asarray(x), np.asarray(y), np.asarray(e["image"])
+
+
+def _evaluate_restoration_pairs(model, info, records_dir, split, tta, manifest, val_split="val") -> tuple[dict, list]:
+    """Records with paired targets (``tfrecord-convert --targets``): PSNR/SSIM against the target of the model,
+    of the input (identity; for super-resolution the input resized linearly to the target grid, what the model
+    receives) and of a classical baseline (:mod:`medtf.evaluation.baselines`): non-local means with its strength
+    chosen on the validation split (denoising), bicubic interpolation (super-resolution)."""
+    from medtf.data.pipeline import restoration_pair
+    from medtf.evaluation import baselines
+
+    spec = info.preprocessing
+    max_val = float(info.extra.get("max_val", 1.0))
+    xs, ys, preds, stored = [], [], [], []
+    for x, y, raw in _paired_examples(records_dir, split, spec):
+        out = tta_predict(model.predict_on_batch, x[None], tta, spatial_axes=tuple(range(1, x.ndim)), dense=True)[0]
+        xs.append(x)
+        ys.append(y)
+        preds.append(out)
+        stored.append(raw)
+    if not ys:
+        raise ValueError(f"{records_dir}: split {split!r} has no records")
+    scales = {tuple(int(a // b) for a, b in zip(y.shape[:-1], r.shape[:-1])) for y, r in zip(ys, stored)}
+    sr = any(k != (1,) * len(k) for k in scales)
+
+    def scores(ref, out):  # per image (records may differ in size), then the summary of restoration_metrics
+        per = [M.restoration_metrics(a[None], b[None], max_val=max_val) for a, b in zip(ref, out)]
+        psnr = [p["psnr"][0] for p in per]
+        ssim = [p["ssim"][0] for p in per]
+        finite = [v for v in psnr if np.isfinite(v)]
+        return {"psnr": psnr, "ssim": ssim, "psnr_mean": float(np.mean(finite)) if finite else float("inf"),
+                "ssim_mean": float(np.mean(ssim)), "n": len(psnr)}
+
+    m_model, m_input = scores(ys, preds), scores(ys, xs)
+    if sr:
+        classical = [np.asarray(restoration_pair(baselines.bicubic_upsample(r, y.shape[:-1]), y, spec)[0])
+                     for r, y in zip(stored, ys)]
+        method = {"method": "bicubic", "label": "bicubic interpolation (OpenCV INTER_CUBIC; SciPy cubic spline in 3D)"}
+    else:
+        has_val = val_split != split and (manifest.get("splits", {}).get(val_split) or {}).get("examples")
+        val_split = val_split if has_val else None
+        tune = val_split or split
+        vx, vy = ([], []) if val_split else (xs, ys)
+        if val_split:
+            for x, y, _ in _paired_examples(records_dir, val_split, spec):
+                vx.append(x)
+                vy.append(y)
+        h, h_scores = baselines.choose_nlm_h(vx, vy, max_val)
+        classical = [baselines.nlm_denoise(x, h, max_val) for x in xs]
+        method = {"method": "nlm", "label": f"OpenCV non-local means (h = {h:g} on the 16-bit scale, chosen on "
+                  f"{tune})", "h": h, "h_split": tune, "h_grid_psnr": {f"{k:g}": v for k, v in h_scores.items()}}
+        if not val_split:
+            method["note"] = f"no validation split: h was chosen on the evaluated split {split!r} itself"
+    m_classical = scores(ys, classical)
+    rows_cmp = [
+        {"method": "input", "label": "input resized (linear) to the target grid" if sr else "input (identity)",
+         **m_input},
+        {**method, **m_classical},
+        {"method": "model", "label": f"model ({info.name})", **m_model},
+    ]
+    report = {"task": "restoration", "n": m_model["n"], "class_names": [], "threshold": None, "curves": {},
+              "metrics": {**m_model, "baseline": {k: m_input[k] for k in ("psnr", "ssim", "psnr_mean", "ssim_mean")},
+                          "comparison": rows_cmp, "max_val": max_val,
+                          "target_scale": [list(k) for k in sorted(scales)],
+                          "psnr_gain_vs_classical_db": m_model["psnr_mean"] - m_classical["psnr_mean"],
+                          "psnr_gain_vs_input_db": m_model["psnr_mean"] - m_input["psnr_mean"]},
+              "per_case": [{"case": f"case_{i + 1:04d}", "psnr": a, "ssim": b} for i, (a, b) in
+                           enumerate(zip(m_model["psnr"], m_model["ssim"]))],
+              "notes": "PSNR/SSIM (tf.image) against the paired targets on the records' scale (max_val "
+                       f"{max_val:g}). Rows: the input as the model receives it, the classical baseline, the model."}
+    rows = [{"case": c["case"], "psnr": c["psnr"], "ssim": c["ssim"], "psnr_input": a, "ssim_input": b,
+             f"psnr_{method['method']}": p, f"ssim_{method['method']}": q}
+            for c, a, b, p, q in zip(report["per_case"], m_input["psnr"], m_input["ssim"], m_classical["psnr"],
+                                     m_classical["ssim"])]
+    return report, rows
+
+
+def _evaluate_restoration(model, info, records_dir, split, tta, val_split: str = "val"):
+    """PSNR/SSIM of model(x) vs y: with paired targets in the records, :func:`_evaluate_restoration_pairs`;
+    otherwise from ``build_dataset(..., training=False)`` (degradation from the data config)."""
     from medtf.data import DataConfig, build_dataset
+    from medtf.records.reader import read_manifest
+
+    manifest = read_manifest(records_dir)
+    if manifest.get("targets"):
+        return _evaluate_restoration_pairs(model, info, records_dir, split, tta, manifest, val_split)
 
     cfg = DataConfig.from_dict(dict(info.data)) if info.data else DataConfig(label_mode="image")
     cfg = cfg.replace(class_balance=None, repeat=False, drop_remainder=False, cache=None)

@@ -167,9 +167,12 @@ def _plot_restoration(m: dict, path: pathlib.Path):
     for ax, key in zip(axes, ("psnr", "ssim")):
         values = [v for v in m.get(key, []) if v is not None and math.isfinite(v)]
         ax.hist(values, bins=20, alpha=0.7, label="model")
-        base = [v for v in (m.get("baseline") or {}).get(key, []) if v is not None and math.isfinite(v)]
-        if base:
-            ax.hist(base, bins=20, alpha=0.5, label="input (no model)")
+        others = [(r.get("label") or r.get("method"), r.get(key, [])) for r in (m.get("comparison") or [])
+                  if r.get("method") != "model"] or [("input (no model)", (m.get("baseline") or {}).get(key, []))]
+        for label, vals in others:
+            base = [v for v in vals if v is not None and math.isfinite(v)]
+            if base:
+                ax.hist(base, bins=20, alpha=0.5, label=str(label))
         ax.set(xlabel=key.upper(), ylabel="images")
         ax.legend(fontsize=7)
     return _save(fig, path)
@@ -309,6 +312,12 @@ def _summary_html(report: dict) -> str:
         parts.append(f"<p>mean Dice over classes: <b>{_num(m.get('mean_dice'))}</b> on {m.get('n_cases')} cases "
                      "(mean ± sd over cases; distances in mm)</p>")
         parts.append(_table(["class", "Dice", "IoU", "HD95 (mm)", "HD (mm)", "ASSD (mm)"], rows))
+        if m.get("per_region"):
+            rows = [[html.escape(f"{name} {m.get('regions', {}).get(name, '')}")] +
+                    [f"{_num(stats[k]['mean'])} ± {_num(stats[k]['sd'])}" for k in ("dice", "iou", "hd95", "hd", "assd")]
+                    for name, stats in m["per_region"].items()]
+            parts.append("<p>regions (each scored as the union of its labels):</p>")
+            parts.append(_table(["region", "Dice", "IoU", "HD95 (mm)", "HD (mm)", "ASSD (mm)"], rows))
         per_case = report.get("per_case") or []
         if per_case:
             classes = sorted({c for case in per_case for c in case["metrics"]}, key=lambda c: int(c))
@@ -320,9 +329,20 @@ def _summary_html(report: dict) -> str:
     elif task == "restoration":
         rows = [["PSNR (dB), mean", _num(m.get("psnr_mean"), 2)], ["SSIM, mean", _num(m.get("ssim_mean"), 4)]]
         base = m.get("baseline") or {}
-        if base:
+        if m.get("comparison"):  # paired targets: input, classical baseline, model
+            rows = [[html.escape(str(r.get("label") or r.get("method"))), _num(r.get("psnr_mean"), 2),
+                     _num(r.get("ssim_mean"), 4)] for r in m["comparison"]]
+            parts.append(_table(["method", "PSNR (dB), mean", "SSIM, mean"], rows))
+            notes = [html.escape(str(r["note"])) for r in m["comparison"] if r.get("note")]
+            parts.append(f"<p>PSNR gain of the model: {_num(m.get('psnr_gain_vs_classical_db'), 2)} dB over the "
+                         f"classical baseline, {_num(m.get('psnr_gain_vs_input_db'), 2)} dB over the input"
+                         f"{(' (' + '; '.join(notes) + ')') if notes else ''}</p>")
+            base = {}
+            rows = None
+        elif base:
             rows += [["input PSNR (no model)", _num(base.get("psnr_mean"), 2)], ["input SSIM (no model)", _num(base.get("ssim_mean"), 4)]]
-        parts.append(_table(["metric", "value"], rows))
+        if rows is not None:
+            parts.append(_table(["metric", "value"], rows))
     return "\n".join(parts)
 
 

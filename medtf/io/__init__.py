@@ -1,4 +1,5 @@
-"""① Reading sources: DICOM files and series, NIfTI, PNG/JPEG/TIFF, MedMNIST npz, segmentations.
+"""① Reading sources: DICOM files and series, NIfTI, NRRD/MetaImage, PNG/JPEG/TIFF/GIF, MedMNIST npz,
+segmentations (DICOM-SEG, RT Structure Sets).
 
 Patient identity never leaves this package: readers return :class:`~medtf.io.types.Image` objects whose
 ``patient`` is a keyed pseudonym.
@@ -33,6 +34,9 @@ _LAZY = {
     "read_npz": "medtf.io.arrays",
     "read_dicom_seg": "medtf.io.seg",
     "SegMask": "medtf.io.seg",
+    "read_itk": "medtf.io.itk",
+    "read_rtstruct": "medtf.io.rtstruct",
+    "StructureMask": "medtf.io.rtstruct",
 }
 
 __all__ = ["Image", "ReadError", "ReadOptions", "SourceUnit", *_LAZY]

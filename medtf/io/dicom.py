@@ -324,6 +324,11 @@ def read_dicom_file(path, *, pseudonymizer, options: ReadOptions = ReadOptions()
     if str(header_value(ds, "SOPClassUID", "")) == SEG_SOP_CLASS:
         raise ReadError(path, "DICOM Segmentation object: read it with medtf.io.seg.read_dicom_seg together "
                               "with its source images (discover() attaches it to the referenced series)")
+    from medtf.io.rtstruct import RTSTRUCT_SOP_CLASS
+
+    if str(header_value(ds, "SOPClassUID", "")) == RTSTRUCT_SOP_CLASS:
+        raise ReadError(path, "RT Structure Set: read it with medtf.io.rtstruct.read_rtstruct together with the "
+                              "series it references (discover() attaches it to that series)")
     _check_size(path, ds, options.max_pixels)
     arr, meta = decode_pixels(path, ds, options)
     patient, source = patient_key(ds, pseudonymizer, key or str(path))
@@ -377,7 +382,9 @@ def read_dicom_series(paths: Sequence, *, pseudonymizer, options: ReadOptions = 
     """Assemble single-frame DICOM slices of one series into a (D, H, W, 1) volume (HU for CT).
 
     DICOM-SEG files among ``paths`` become ``Image.mask`` (D, H, W, K) with
-    ``meta["segment_labels"]``.
+    ``meta["segment_labels"]``; an RT Structure Set among them becomes ``Image.mask`` (D, H, W), a label
+    map (``ReadOptions.rois``; :mod:`medtf.io.rtstruct`), with its ROI names in ``meta["segment_labels"]``
+    and ``meta["seg_type"] = "RTSTRUCT"``.
 
     Args:
         paths: the series' files in any order (plus DICOM-SEG files referencing it).
@@ -393,15 +400,23 @@ def read_dicom_series(paths: Sequence, *, pseudonymizer, options: ReadOptions = 
     """
     if not paths:
         raise ReadError(key or "<series>", "empty series")
-    headers, seg_paths = [], []
+    from medtf.io.rtstruct import RTSTRUCT_SOP_CLASS
+
+    headers, seg_paths, rt_paths = [], [], []
     for p in paths:
         ds = read_header(p, defer=True)  # one parse per file: pixel data is loaded only when decoded
-        if str(header_value(ds, "SOPClassUID", "")) == SEG_SOP_CLASS:
+        sop = str(header_value(ds, "SOPClassUID", ""))
+        if sop == SEG_SOP_CLASS:
             seg_paths.append(str(p))
+        elif sop == RTSTRUCT_SOP_CLASS:
+            rt_paths.append(str(p))
         else:
             headers.append((str(p), ds))
     if not headers:
-        raise ReadError(paths[0], "series holds only DICOM-SEG objects, no images")
+        raise ReadError(paths[0], "series holds only DICOM-SEG / RT Structure Set objects, no images")
+    if len(rt_paths) > 1 or (rt_paths and seg_paths):
+        raise ReadError(rt_paths[-1], "a series takes one mask: several RT Structure Sets (or one and a DICOM-SEG) "
+                                      "reference it")
     series = {str(header_value(ds, "SeriesInstanceUID", "")) for _, ds in headers}
     if len(series) != 1:
         raise ReadError(headers[0][0], f"files of {len(series)} different series given as one series")
@@ -453,5 +468,13 @@ def read_dicom_series(paths: Sequence, *, pseudonymizer, options: ReadOptions = 
         image.mask = np.concatenate(masks, axis=-1)
         image.meta["segment_labels"] = labels
         image.meta["segment_numbers"] = numbers
+    if rt_paths:
+        from medtf.io.rtstruct import read_rtstruct
+
+        res = read_rtstruct(rt_paths[0], pairs, rois=options.rois, slice_spacing=None if sp_default else slice_sp)
+        image.mask = res.mask
+        image.meta["segment_labels"] = list(res.labels)
+        image.meta["segment_numbers"] = list(res.roi_numbers)
+        image.meta["seg_type"] = "RTSTRUCT"
     image.meta = deid.check_meta(image.meta)
     return [image]

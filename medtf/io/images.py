@@ -1,7 +1,15 @@
-"""PNG / JPEG (OpenCV) and TIFF (tifffile): 8/16-bit grayscale and RGB, returned as (H, W, C).
+"""PNG / JPEG (OpenCV), TIFF (tifffile) and GIF (Pillow): 8/16-bit grayscale and RGB, returned as (H, W, C).
 
 Colour is returned as RGB (OpenCV's BGR is converted); an alpha channel is dropped (recorded in meta).
 Multi-page TIFF stacks follow ``ReadOptions.frames`` like multi-frame DICOM ((P, H, W, C) for "all").
+Compressed TIFF (LZW, deflate, ...) decodes through tifffile's codecs (``imagecodecs``).
+
+GIF holds palette indices; this reader returns what the image shows, never the indices (Pillow
+renumbers the palette when it saves, so the indices of a mask saved from an 'L' image are not its
+values): a palette whose used entries are all gray (R = G = B) gives one channel of those gray values
+(a mask saved with Pillow mode 'L', or mode 'P' with a gray palette, reads back as its pixel values);
+a colour palette gives 3 channels, RGB. Transparency is ignored; animated GIFs are rejected.
+
 These formats carry no geometry: spacing is 1.0 with ``meta["spacing_default"]``.
 """
 
@@ -93,6 +101,8 @@ def read_image(path, *, patient: str, options: ReadOptions = ReadOptions(), moda
     meta: dict = {"spacing_default": True}
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return _read_tiff(path, patient=patient, options=options, modality=modality or "TIFF", meta=meta)
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return [_read_gif(path, patient=patient, options=options, modality=modality or "GIF", meta=meta)]
     import cv2
 
     fmt = "PNG" if head.startswith(_PNG) else "JPEG"
@@ -125,6 +135,8 @@ def _read_tiff(path, *, patient, options, modality, meta) -> list[Image]:
     except ReadError:
         raise
     except Exception as exc:  # noqa: BLE001
+        if "imagecodecs" in str(exc):
+            raise ReadError(path, "TIFF compression needs the 'imagecodecs' package (pip install imagecodecs)") from None
         raise ReadError(path, f"TIFF could not be decoded ({type(exc).__name__})") from None
     axes = getattr(series, "axes", "")
     pages = arr.ndim == 4 or (arr.ndim == 3 and not axes.endswith("S"))
@@ -148,3 +160,47 @@ def _read_tiff(path, *, patient, options, modality, meta) -> list[Image]:
         idx = [int(sel) % n]
     return [Image(array=np.ascontiguousarray(arr[i]), spacing=(1.0, 1.0), patient=patient, modality=modality,
                   meta=deid.check_meta({**meta, "frame_index": i}), index=i) for i in idx]
+
+
+def _read_gif(path, *, patient, options, modality, meta) -> Image:
+    """One single-frame GIF (see the module docstring for palette handling)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(str(path)) as im:
+            w, h = im.size
+            if w * h > options.max_pixels:
+                raise ReadError(path, f"header claims {h}x{w} pixels, more than max_pixels={options.max_pixels}")
+            frames = int(getattr(im, "n_frames", 1))
+            if frames > 1:
+                raise ReadError(path, f"animated GIF with {frames} frames (only single-frame GIFs are read)")
+            im.load()
+            mode = im.mode
+            if mode in ("P", "PA"):
+                idx = np.asarray(im.convert("P") if mode == "PA" else im)
+                palette = np.asarray(im.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
+                used = np.unique(idx)
+                if used.size and int(used[-1]) >= len(palette):
+                    raise ReadError(path, f"GIF pixel index {int(used[-1])} beyond its {len(palette)}-entry palette")
+                colours = palette[used]
+                if np.all(colours[:, 0] == colours[:, 1]) and np.all(colours[:, 1] == colours[:, 2]):
+                    arr = palette[:, 0][idx][..., None]
+                    meta["color_converted"] = "PALETTE->GRAY"
+                else:
+                    arr = palette[idx]
+                    meta["color_converted"] = "PALETTE->RGB"
+            elif mode == "L":
+                arr = np.asarray(im)[..., None]
+            elif mode == "RGB":
+                arr = np.asarray(im)
+            else:
+                if "A" in mode:
+                    meta["alpha_dropped"] = True
+                arr = np.asarray(im.convert("RGB"))
+    except ReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input
+        raise ReadError(path, f"GIF data could not be decoded ({type(exc).__name__})") from None
+    meta["format"] = "gif"
+    return Image(array=np.ascontiguousarray(arr), spacing=(1.0, 1.0), patient=patient, modality=modality,
+                 meta=deid.check_meta(meta))

@@ -12,11 +12,12 @@ from typing import Sequence
 from medtf.io.types import Image, ReadError, ReadOptions, SourceUnit
 
 MODES = ("auto", "volume", "slice")
-KINDS = ("dicom", "dicom_series", "nifti", "image", "npz", "stack")
+KINDS = ("dicom", "dicom_series", "nifti", "image", "npz", "stack", "itk")
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 _TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_GIF = (b"GIF87a", b"GIF89a")
 
 
 def classify(path) -> tuple[str | None, str]:
@@ -26,8 +27,11 @@ def classify(path) -> tuple[str | None, str]:
         path: file path.
 
     Returns:
-        (kind, reason): kind in {"dicom", "nifti", "image", "npz"} or None with the reason it is not
-        a readable source.
+        (kind, reason): kind in {"dicom", "nifti", "image", "npz", "itk"} or None with the reason it is not
+        a readable source. "image" is PNG, JPEG, TIFF or GIF; "itk" is NRRD (magic ``NRRD000``, also a
+        detached ``.nhdr``) or MetaImage (a MetaIO ``key = value`` header with ``NDims``/``ObjectType``:
+        ``.mha``, ``.mhd``), read with SimpleITK. A detached header's data file is no source of its own:
+        :func:`discover` puts it in the header's unit.
     """
     path = pathlib.Path(path)
     try:
@@ -42,7 +46,7 @@ def classify(path) -> tuple[str | None, str]:
     # DICOM first: a DICOM preamble may legally hold a TIFF header (dual-personality files)
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom", ""
-    if head.startswith(_PNG) or head.startswith(_JPEG) or head[:4] in _TIFF:
+    if head.startswith(_PNG) or head.startswith(_JPEG) or head[:4] in _TIFF or head[:6] in _GIF:
         return "image", ""
     if head.startswith(b"PK\x03\x04"):
         try:
@@ -64,13 +68,28 @@ def classify(path) -> tuple[str | None, str]:
         if _is_nifti_header(inner):
             return "nifti", ""
         return None, "gzip file that is not a NIfTI image"
+    from medtf.io.itk import classify_itk
+
+    itk = classify_itk(head if len(head) < 544 or not head[:1].isalpha() else head + _more(path))
+    if itk is not None:
+        return itk
     from medtf.io.dicom import looks_like_dicom
 
     if looks_like_dicom(path):
         return "dicom", ""
     if len(head) >= 132 and head[128:132] != b"DICM" and name.endswith(".dcm"):
         return None, "named .dcm but not a DICOM file (no DICM preamble, no parseable dataset)"
-    return None, "unknown file type (not DICOM, NIfTI, PNG/JPEG/TIFF or .npz)"
+    return None, "unknown file type (not DICOM, NIfTI, NRRD, MetaImage, PNG/JPEG/TIFF/GIF or .npz)"
+
+
+def _more(path, n: int = 4096) -> bytes:
+    """Bytes 544.. of a file whose start looks like a text header (a MetaImage header can be longer)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(544)
+            return fh.read(n)
+    except OSError:
+        return b""
 
 
 def _is_nifti_header(head: bytes) -> bool:
@@ -163,15 +182,24 @@ def walk_inputs(inputs: Sequence) -> tuple[list[tuple[pathlib.Path, str]], list[
     return out, rejected
 
 
-def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto",
-             keep_paths: bool = False) -> tuple[list[SourceUnit], list[tuple[str, str]]]:
+def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto", keep_paths: bool = False,
+             annotated_volumes: bool = False) -> tuple[list[SourceUnit], list[tuple[str, str]]]:
     """Find the source units under files/folders.
 
     Every input file ends up in exactly one unit or in the rejected list. DICOM headers are read
     without pixel data. Single-frame DICOM slices of one SeriesInstanceUID become one
     ``"dicom_series"`` unit (mode "auto": when the series has more than one slice and all slices carry
-    ImagePositionPatient/ImageOrientationPatient; mode "volume": always); DICOM-SEG files referencing
-    such a series join its unit. In mode "slice" every file is its own unit.
+    ImagePositionPatient/ImageOrientationPatient; mode "volume": always); DICOM-SEG files and RT Structure
+    Sets referencing such a series join its unit (read as its mask). In mode "slice" every file is its own
+    unit, except, with ``annotated_volumes``, a series that a DICOM-SEG or RT Structure Set references (it
+    stays one unit so that the converter can cut it into slices, each with its mask slice).
+
+    An RT Structure Set finds its series through ReferencedFrameOfReferenceSequence → RTReferencedStudySequence
+    → RTReferencedSeriesSequence (SeriesInstanceUID), else the SOP instances its ContourImageSequence items
+    name, else its FrameOfReferenceUID (when exactly one input series shares it); one that references no
+    series among the inputs, or one whose series already has a mask, is rejected with the reason.
+
+    The data file of a detached NRRD/MetaImage header (``.nhdr``/``.mhd``) belongs to the header's unit.
 
     Args:
         inputs: files and/or folders.
@@ -179,6 +207,7 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto",
         mode: "auto" | "volume" | "slice".
         keep_paths: key single files by their relative path (UIDs in it replaced) instead of its keyed
             pseudonym (:meth:`medtf.io.deid.Pseudonymizer.source`) — only for data known to be anonymous.
+        annotated_volumes: with mode "slice", keep a series with a DICOM-SEG / RT Structure Set as one unit.
 
     Returns:
         (units, rejected) — units sorted by key; rejected ``[(path, reason)]``.
@@ -192,20 +221,37 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto",
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     from medtf.io.header import SEG_SOP_CLASS, header_value, image_orientation, read_header
+    from medtf.io.rtstruct import RTSTRUCT_SOP_CLASS, structure_set_references
 
     units: list[SourceUnit] = []
     rejected: list[tuple[str, str]] = []
     series: dict[str, list[tuple[str, str, bool]]] = defaultdict(list)  # uid -> [(path, key, has_geometry)]
     segs: list[tuple[str, str, set]] = []  # (path, key, referenced series uids)
+    structs: list[tuple[str, str, tuple]] = []  # (path, key, (series uids, SOP instance uids, FoR uids))
+    sop_series: dict[str, str] = {}  # SOPInstanceUID -> SeriesInstanceUID of the image slices
+    for_series: dict[str, set] = defaultdict(set)  # FrameOfReferenceUID -> series uids
+    single: dict[str, list[tuple[str, str]]] = defaultdict(list)  # series uid -> its files as units (mode slice)
+
     def name(rel: str) -> str:
         return pseudonymizer.source(rel, keep_path=keep_paths)
 
     walked, rejected_walk = walk_inputs(inputs)
     rejected.extend(rejected_walk)
-    for path, key in walked:
-        kind, reason = classify(path)
+    classified = [(path, key, *classify(path)) for path, key in walked]
+    parts: dict[str, list[str]] = {}  # detached NRRD/MetaImage header -> its data files among the inputs
+    if any(kind == "itk" for _, _, kind, _ in classified):
+        from medtf.io.itk import data_files_of
+
+        parts = data_files_of([p for p, _, kind, _ in classified if kind == "itk"], [p for p, *_ in classified])
+    data_files = {p for ps in parts.values() for p in ps}
+    for path, key, kind, reason in classified:
+        if str(path) in data_files:
+            continue  # a detached header's data file: read with (and listed under) its header
         if kind is None:
             rejected.append((str(path), reason))
+            continue
+        if kind == "itk":
+            units.append(SourceUnit(kind=kind, paths=(str(path), *parts.get(str(path), ())), key=name(key), rel=key))
             continue
         if kind != "dicom":
             units.append(SourceUnit(kind=kind, paths=(str(path),), key=name(key), rel=key))
@@ -224,6 +270,9 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto",
                     refs.add(uid)
             segs.append((str(path), key, refs))
             continue
+        if sop == RTSTRUCT_SOP_CLASS:
+            structs.append((str(path), key, structure_set_references(ds)))
+            continue
         if header_value(ds, "Rows") is None or header_value(ds, "Columns") is None:
             rejected.append((str(path), "DICOM object without image pixel data (no Rows/Columns)"))
             continue
@@ -233,33 +282,79 @@ def discover(inputs: Sequence, *, pseudonymizer, mode: str = "auto",
         except (TypeError, ValueError):  # malformed header: a unit of its own; read_unit explains
             units.append(SourceUnit(kind="dicom", paths=(str(path),), key=name(key), rel=key))
             continue
-        if mode == "slice" or frames > 1 or not uid:
+        if frames > 1 or not uid:
             units.append(SourceUnit(kind="dicom", paths=(str(path),), key=name(key), rel=key))
             continue
         has_geo = image_orientation(ds) is not None and header_value(ds, "ImagePositionPatient") is not None
         series[uid].append((str(path), key, has_geo))
+        sop_uid = str(header_value(ds, "SOPInstanceUID", "") or "")
+        if sop_uid:
+            sop_series[sop_uid] = uid
+        for_uid = str(header_value(ds, "FrameOfReferenceUID", "") or "")
+        if for_uid:
+            for_series[for_uid].add(uid)
+
+    # which series each annotation (DICOM-SEG / RT Structure Set) belongs to: uid, or None with a reason
+    targets: list[tuple[str, str, str | None, str]] = []  # (path, kind, series uid, reason)
+    for path, _, refs in segs:
+        hits = sorted(u for u in refs if u in series)
+        if len(hits) == 1:
+            targets.append((path, "seg", hits[0], ""))
+        elif not hits:
+            targets.append((path, "seg", None, "DICOM-SEG whose referenced series is not among the inputs as a volume "
+                                               "(use mode 'auto'/'volume' and include the source images)"))
+        else:
+            targets.append((path, "seg", None, "DICOM-SEG referencing several series; read it with "
+                                               "medtf.io.seg.read_dicom_seg"))
+    for path, _, (ser, sops, fors) in structs:
+        uid, reason = _structure_target(ser, sops, fors, series, sop_series, for_series)
+        targets.append((path, "rtstruct", uid, reason))
+    referenced = {uid for _, _, uid, _ in targets if uid is not None}
 
     series_units: dict[str, int] = {}
     for uid, members in series.items():
-        grouped = mode == "volume" or (len(members) > 1 and all(g for _, _, g in members))
+        if mode == "slice":
+            grouped = annotated_volumes and uid in referenced
+        else:
+            grouped = mode == "volume" or (len(members) > 1 and all(g for _, _, g in members))
         if grouped:
             series_units[uid] = len(units)
             units.append(SourceUnit(kind="dicom_series", paths=tuple(sorted(p for p, _, _ in members)),
                                     key=f"series-{pseudonymizer.token(uid)}"))
         else:
             units.extend(SourceUnit(kind="dicom", paths=(p,), key=name(k), rel=k) for p, k, _ in members)
-    for path, key, refs in segs:
-        hits = [series_units[u] for u in sorted(refs) if u in series_units]
-        if len(hits) == 1:
-            i = hits[0]
-            units[i] = SourceUnit(kind="dicom_series", paths=units[i].paths + (path,), key=units[i].key)
-        elif not hits:
-            rejected.append((path, "DICOM-SEG whose referenced series is not among the inputs as a volume "
-                                   "(use mode 'auto'/'volume' and include the source images)"))
+    masked: dict[str, str] = {}  # series uid -> kind of the annotation it already has
+    for path, kind, uid, reason in targets:
+        what = "DICOM-SEG" if kind == "seg" else "RT Structure Set"
+        if uid is None:
+            rejected.append((path, reason))
+        elif uid not in series_units:
+            rejected.append((path, f"{what} whose referenced series is not among the inputs as a volume (use mode "
+                                   "'auto'/'volume' and include the source images)"))
+        elif masked.get(uid) not in (None, "seg") or (masked.get(uid) == "seg" and kind != "seg"):
+            rejected.append((path, f"{what} for a series that already has a "
+                                   f"{'DICOM-SEG' if masked[uid] == 'seg' else 'RT Structure Set'} mask among the "
+                                   "inputs (convert them separately)"))
         else:
-            rejected.append((path, "DICOM-SEG referencing several series; read it with medtf.io.seg.read_dicom_seg"))
+            masked[uid] = kind
+            i = series_units[uid]
+            units[i] = SourceUnit(kind="dicom_series", paths=units[i].paths + (path,), key=units[i].key)
     units.sort(key=lambda u: u.key)
     return units, rejected
+
+
+def _structure_target(ser, sops, fors, series, sop_series, for_series) -> tuple[str | None, str]:
+    """(series uid, "") that an RT Structure Set references among the input series, else (None, reason)."""
+    for found, how in (({u for u in ser if u in series}, "RTReferencedSeriesSequence"),
+                       ({sop_series[s] for s in sops if s in sop_series}, "ContourImageSequence"),
+                       ({u for f in fors for u in for_series.get(f, ())}, "FrameOfReferenceUID")):
+        if len(found) == 1:
+            return next(iter(found)), ""
+        if len(found) > 1:
+            return None, (f"RT Structure Set whose {how} matches {len(found)} series among the inputs; convert its "
+                          "series with it alone")
+    return None, ("RT Structure Set whose referenced series is not among the inputs (include the images it "
+                  "was drawn on)")
 
 
 def _patient_stand_in(unit: SourceUnit, options: ReadOptions) -> str:
@@ -267,7 +362,8 @@ def _patient_stand_in(unit: SourceUnit, options: ReadOptions) -> str:
     if options.patient_from == "parent" and str(key.parent) not in ("", "."):
         return str(key.parent)
     name = key.name
-    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".nrrd", ".nhdr", ".mha",
+                ".mhd"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break
@@ -313,6 +409,10 @@ def read_unit(unit: SourceUnit, *, pseudonymizer, options: ReadOptions = ReadOpt
         from medtf.io.nifti import read_nifti
 
         return [read_nifti(path, patient=patient, options=options)]
+    if unit.kind == "itk":
+        from medtf.io.itk import read_itk
+
+        return [read_itk(path, patient=patient, options=options)]
     from medtf.io.images import read_image
 
     return read_image(path, patient=patient, options=options)
@@ -330,7 +430,7 @@ def read_stack(unit: SourceUnit, *, pseudonymizer, options: ReadOptions = ReadOp
     arrays, first = [], None
     for k, path in enumerate(unit.paths):
         kind, reason = classify(path)
-        if kind not in ("nifti", "image", "dicom"):
+        if kind not in ("nifti", "image", "dicom", "itk"):
             raise ReadError(path, f"channel {k}: {reason or 'unsupported type for a channel'}")
         images = read_unit(SourceUnit(kind=kind, paths=(path,), key=unit.key, rel=unit.rel),
                            pseudonymizer=pseudonymizer, options=options)

@@ -36,11 +36,12 @@ class SourceUnit:
     (UIDs are never output raw). ``rel`` is that relative path, for use inside this process only (patient
     stand-ins, labels lookup); it is never written.
     ``paths`` are the files it consumes (every input file belongs to exactly one unit or is rejected);
-    for a ``dicom_series`` they may include DICOM-SEG files referencing the series, which
-    :func:`medtf.io.read_unit` turns into ``Image.mask``.
+    for a ``dicom_series`` they may include DICOM-SEG files or an RT Structure Set referencing the series,
+    which :func:`medtf.io.read_unit` turns into ``Image.mask``; for an ``itk`` detached header
+    (``.nhdr``/``.mhd``) the first path is the header, the others its data files.
     """
 
-    kind: str  # "dicom" | "dicom_series" | "nifti" | "image" | "npz"
+    kind: str  # "dicom" | "dicom_series" | "nifti" | "image" | "npz" | "stack" | "itk" (NRRD / MetaImage)
     paths: tuple[str, ...]
     key: str
     rel: str = ""
@@ -102,14 +103,20 @@ class ReadOptions:
         patient_from: patient stand-in for formats without a patient ID (NIfTI, PNG/JPEG/TIFF):
             ``"file"`` (each file is its own patient) or ``"parent"`` (the folder holding the file, e.g.
             one folder per case).
+        rois: RT Structure Set ROIs to rasterise into a series' mask, in label order (label ``i + 1`` is
+            ``rois[i]``; exact ROI names, case-insensitive); empty: every ROI, in ROI Number order.
     """
 
     apply_voi: bool = False
     max_pixels: int = 2**31
     frames: str | int = "all"
     patient_from: str = "file"
+    rois: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.rois, str) or not all(isinstance(r, str) and r.strip() for r in self.rois):
+            raise ValueError(f"ReadOptions.rois: expected a sequence of ROI names, received {self.rois!r}")
+        object.__setattr__(self, "rois", tuple(self.rois))
         if not (isinstance(self.frames, int) and not isinstance(self.frames, bool)) and self.frames not in FRAMES_CHOICES:
             raise ValueError(f"ReadOptions.frames: expected one of {FRAMES_CHOICES} or an int, received {self.frames!r}")
         if self.patient_from not in ("file", "parent"):

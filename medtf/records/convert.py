@@ -92,6 +92,12 @@ class ConvertConfig:
             only values are {0, 255} is read as {0, 1} without it.
         keep_paths: name sources by their relative paths (UIDs in them still replaced) instead of keyed
             pseudonyms, and write the input folders into the manifest — only for data known to be anonymous.
+        roi: RT Structure Set ROIs to rasterise (``--roi NAME``, repeatable; exact names, case-insensitive), in
+            label order 1..K; empty: every ROI in ROI Number order (:mod:`medtf.io.rtstruct`).
+        targets: a folder of restoration targets (full-dose, high-resolution) paired with the inputs by key
+            (see ``pair``); each is stored with its input (:mod:`medtf.records.targets`). Excludes ``masks``.
+        target_scale: with ``targets``, the expected scale k (one value, or one per spatial axis); None accepts
+            any integer multiple of the input grid.
     """
 
     inputs: tuple[str, ...]
@@ -114,10 +120,19 @@ class ConvertConfig:
     empty_slices: float | None = None
     pair: str | None = None
     mask_map: tuple[tuple[int, int], ...] = ()
+    roi: tuple[str, ...] = ()
+    tile: tuple[int, ...] | None = None
+    targets: str | None = None
+    target_scale: tuple[int, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(str(p) for p in self.inputs))
         object.__setattr__(self, "mask_map", tuple((int(a), int(b)) for a, b in self.mask_map))
+        object.__setattr__(self, "roi", (self.roi,) if isinstance(self.roi, str) else tuple(self.roi))
+        if any(not isinstance(r, str) or not r.strip() for r in self.roi):
+            raise ConvertError(f"--roi needs ROI names. Received: {list(self.roi)}")
+        if len({r.strip().lower() for r in self.roi}) != len(self.roi):
+            raise ConvertError(f"--roi names a ROI twice (names are case-insensitive). Received: {list(self.roi)}")
         if self.masks is not None and not os.path.isdir(self.masks):
             raise ConvertError(f"--masks {self.masks}: no such folder")
         if self.pair is not None:
@@ -127,8 +142,29 @@ class ConvertConfig:
                 re.compile(self.pair)
             except re.error as exc:
                 raise ConvertError(f"--pair {self.pair!r}: not a regular expression ({exc})") from None
-        if (self.pair or self.mask_map) and not self.masks:
-            raise ConvertError("--pair / --mask-map need --masks DIR")
+        if self.targets is not None and self.masks is not None:
+            raise ConvertError("--targets and --masks cannot be combined: a record stores either a mask "
+                               "(segmentation) or a restoration target")
+        if self.targets is not None and not os.path.isdir(self.targets):
+            raise ConvertError(f"--targets {self.targets}: no such folder")
+        if self.target_scale is not None:
+            object.__setattr__(self, "target_scale", tuple(int(k) for k in self.target_scale))
+            if not self.target_scale or min(self.target_scale) < 1 or not self.targets:
+                raise ConvertError(f"--target-scale needs --targets DIR and integers >= 1. Received: "
+                                   f"{list(self.target_scale)}")
+        if self.mask_map and not self.masks:
+            raise ConvertError("--mask-map needs --masks DIR")
+        if self.pair and not (self.masks or self.targets):
+            raise ConvertError("--pair needs --masks DIR or --targets DIR")
+        if self.tile is not None:
+            object.__setattr__(self, "tile", tuple(int(v) for v in self.tile))
+            if len(self.tile) not in (1, 2) or min(self.tile) < 1:
+                raise ConvertError(f"--tile needs one or two positive sizes (N or H,W). Received: {list(self.tile)}")
+            if len(self.tile) == 1:
+                object.__setattr__(self, "tile", self.tile * 2)
+            if self.targets is not None:
+                raise ConvertError("--tile cannot be combined with --targets (train restoration models on random "
+                                   "patches instead: data.patch in the training config)")
         if self.empty_slices is not None and not 0.0 <= float(self.empty_slices) <= 1.0:
             raise ConvertError(f"--empty-slices must be a fraction in [0, 1]. Received: {self.empty_slices}")
         if self.empty_slices is not None and self.mode != "slice":
@@ -163,7 +199,11 @@ class ConvertConfig:
             "read_options": {k: v for k, v in self.read_options},
             **({"keep_paths": True} if self.keep_paths else {}),
             **({"masks": {"pair": self.pair, "mask_map": [list(m) for m in self.mask_map]}} if self.masks else {}),
+            **({"targets": {"pair": self.pair, "scale": None if self.target_scale is None else list(self.target_scale)}}
+               if self.targets else {}),
             **({"empty_slices": self.empty_slices} if self.empty_slices is not None else {}),
+            **({"roi": list(self.roi)} if self.roi else {}),
+            **({"tile": list(self.tile)} if self.tile else {}),
         }
 
 
@@ -178,6 +218,7 @@ class Example(NamedTuple):
     dtype: str  # storage dtype of the image
     spatial_dims: int
     channels: int
+    target_scale: tuple[int, ...] | None = None  # k per spatial axis of the paired target (``--targets``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,11 +229,12 @@ class UnitTask:
     label: tuple[int, ...] | None = None
     split: str | None = None
     mask: str | None = None  # the paired mask file (``--masks``)
+    target: str | None = None  # the paired restoration target (``--targets``)
 
     @property
     def paths(self) -> tuple[str, ...]:
         """Every file the task reads (its content stamp keys ``--resume``)."""
-        return tuple(self.unit.paths) + ((self.mask,) if self.mask else ())
+        return tuple(self.unit.paths) + ((self.mask,) if self.mask else ()) + ((self.target,) if self.target else ())
 
 
 # --------------------------------------------------------------------------------- pure function
@@ -202,11 +244,14 @@ def _read_options(config: ConvertConfig):
     opts = dict(config.read_options)
     if config.mode == "slice":
         opts.setdefault("frames", "each")  # one example per frame of a multi-frame object
+    if config.roi:
+        opts["rois"] = tuple(config.roi)
     return ReadOptions(**opts)
 
 
 def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None, split=None,
-                      image_dtype: str | None = None, mask: str | None = None) -> Iterator[Example]:
+                      image_dtype: str | None = None, mask: str | None = None,
+                      target: str | None = None) -> Iterator[Example]:
     """Read, process and encode one source unit, yielding its examples one at a time.
 
     Raises:
@@ -227,31 +272,69 @@ def iter_convert_unit(unit, config: ConvertConfig, pseudonymizer, *, label=None,
             if not single:
                 raise ProcessError("a paired mask needs a source holding one image")
             images = [attach_mask(images[0], mask, config, pseudonymizer)]
+        if target is not None:  # paired restoration target (medtf.records.targets)
+            if not single:
+                raise ProcessError("a paired target needs a source holding one image")
+            from medtf.records.targets import read_target
+
+            paired = read_target(images[0], target, pseudonymizer, dict(config.read_options), config.target_scale)
         if config.mode == "slice" and any(im.spatial_dims == 3 for im in images):
-            images = list(slices_of(images, unit.key, config))
+            images = list(slices_of(images, unit.key, config, split=split))
             single = False
     seen = set()
     for image in images:
         img = process_image(image, options, voi=bool(dict(config.read_options).get("apply_voi")))
+        tgt = None
+        if target is not None:
+            from medtf.records.targets import with_target
+
+            img, tgt = with_target(image, img, paired, options, voi=bool(dict(config.read_options).get("apply_voi")))
         key = record_key(unit.key, image, single)
         if key in seen:
             raise ProcessError(f"the reader returned two images with index {image.index}")
         seen.add(key)
         lab = tuple(int(v) for v in np.atleast_1d(img.label)) if img.label is not None else label
         dtype = img.array.dtype.name
-        payload = _enc.encode_example(
-            img.array,
-            spacing=img.spacing,
-            patient=img.patient,
-            source=key,
-            image_dtype=dtype,
-            origin=img.origin,
-            direction=img.direction,
-            label=lab,
-            mask=img.mask,
-            modality=img.modality or "",
-        )
-        yield Example(key, img.split or split, img.patient, lab, payload, dtype, img.spatial_dims, int(img.array.shape[-1]))
+        pieces = [(key, img)]
+        if config.tile and (img.split or split) not in ("val", "test"):
+            pieces = tiles_of(img, key, config.tile)
+        for piece_key, piece in pieces:
+            payload = _enc.encode_example(
+                piece.array,
+                spacing=piece.spacing,
+                patient=piece.patient,
+                source=piece_key,
+                image_dtype=dtype,
+                origin=piece.origin,
+                direction=piece.direction,
+                label=lab,
+                mask=piece.mask,
+                modality=piece.modality or "",
+                target=tgt,
+            )
+            yield Example(piece_key, img.split or split, img.patient, lab, payload, dtype, img.spatial_dims,
+                          int(img.array.shape[-1]), None if tgt is None else paired[1][-img.spatial_dims:])
+
+
+def tiles_of(image, key: str, tile: tuple[int, int]) -> list:
+    """Non-overlapping ``tile`` crops of a processed 2D image, row by row, each with its mask crop and its own
+    origin, keyed ``KEY@<row>,<col>``; the last rows/columns that do not fill a whole tile are left out.
+
+    Raises:
+        ProcessError: a volume, or an image smaller than one tile.
+    """
+    from medtf.preprocess import shift_origin
+
+    if image.spatial_dims != 2:
+        raise ProcessError("--tile cuts 2D images; cut volumes into slices first (--mode slice)")
+    (h, w), (th, tw) = image.array.shape[:2], tile
+    if h < th or w < tw:
+        raise ProcessError(f"image {h}x{w} is smaller than one --tile {th}x{tw}")
+    mask = None if image.mask is None else np.asarray(image.mask)
+    return [(f"{key}@{r},{c}", dataclasses.replace(
+        image, array=image.array[r:r + th, c:c + tw], mask=None if mask is None else mask[r:r + th, c:c + tw],
+        origin=shift_origin(image.origin, image.direction, image.spacing, (float(r), float(c)))))
+            for r in range(0, h - th + 1, th) for c in range(0, w - tw + 1, tw)]
 
 
 def record_key(unit_key: str, image, single: bool) -> str:
@@ -408,12 +491,13 @@ def convert_to_cache(task: UnitTask, dtype, config, pseudonymizer, work: str, fi
         frames, exs = [], []
         size, unit_start = 0, None
         for ex in iter_convert_unit(task.unit, config, pseudonymizer, label=task.label, split=task.split,
-                                    mask=task.mask,
+                                    mask=task.mask, target=task.target,
                                     image_dtype=dtype):
             frame = _enc.frame_record(ex.payload)
             exs.append({"key": ex.key, "split": ex.split, "patient": ex.patient,
                         "label": None if ex.label is None else list(ex.label), "dtype": ex.dtype,
                         "spatial_dims": ex.spatial_dims, "channels": ex.channels,
+                        **({"target_scale": list(ex.target_scale)} if ex.target_scale is not None else {}),
                         "offset": size, "length": len(frame)})  # relative to the unit's first byte
             frames.append(frame)
             size += len(frame)
@@ -609,9 +693,11 @@ def _pseudonymizer(config: ConvertConfig):
     return Pseudonymizer.default()
 
 
-def slices_of(images, unit_key: str, config: ConvertConfig):
+def slices_of(images, unit_key: str, config: ConvertConfig, split: str | None = None):
     """2D slices of the volumes among ``images`` (axis 0), each with its mask slice and its own origin; with
-    ``config.empty_slices``, slices without foreground are kept with that seeded probability."""
+    ``config.empty_slices``, slices without foreground are kept with that seeded probability, except in a
+    source whose split is already ``test`` (nnU-Net ``imagesTs``, a CSV split column): test volumes keep
+    every slice, so their predictions re-stack into whole volumes."""
     from medtf.preprocess import shift_origin
 
     for image in images:
@@ -620,7 +706,7 @@ def slices_of(images, unit_key: str, config: ConvertConfig):
             continue
         for k in range(image.array.shape[0]):
             m = None if image.mask is None else np.asarray(image.mask)[k]
-            if config.empty_slices is not None and m is not None and not m.any():
+            if config.empty_slices is not None and split != "test" and m is not None and not m.any():
                 h = hashlib.sha256(f"{config.seed}\x00{unit_key}\x00{k}".encode()).digest()
                 if int.from_bytes(h[:8], "big") / 2**64 >= config.empty_slices:
                     continue
@@ -629,7 +715,8 @@ def slices_of(images, unit_key: str, config: ConvertConfig):
                 origin=shift_origin(image.origin, image.direction, image.spacing, (float(k), 0.0, 0.0)))
 
 
-MASK_EXTENSIONS = (".nii.gz", ".nii", ".png", ".tif", ".tiff", ".dcm", ".jpg", ".jpeg")
+MASK_EXTENSIONS = (".nii.gz", ".nii", ".png", ".tif", ".tiff", ".dcm", ".jpg", ".jpeg", ".gif", ".nrrd", ".nhdr",
+                   ".mha", ".mhd")
 
 
 def pair_key(filename: str, pattern: str | None) -> str | None:
@@ -645,20 +732,26 @@ def pair_key(filename: str, pattern: str | None) -> str | None:
     return filename[: len(filename) - len(ext)] if ext else filename
 
 
-def index_masks(folder, pattern: str | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """({key: mask path}, rejected) for every file under ``folder``; two masks with one key are both rejected."""
+def index_masks(folder, pattern: str | None, what: str = "mask") -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """({key: mask path}, rejected) for every file under ``folder``; two masks with one key are both rejected.
+    ``what`` names the files in the reasons ("mask", "target")."""
     pairs, rejected = walk_inputs([folder])
+    from medtf.io.itk import data_files_of, is_itk_header
+
+    data_files = {p for ps in data_files_of([p for p, _ in pairs if is_itk_header(p)], [p for p, _ in pairs]).values()
+                  for p in ps}  # a detached .nhdr/.mhd header's data file is read with its header
+    pairs = [(p, rel) for p, rel in pairs if str(p) not in data_files]
     by_key: dict[str, list[str]] = {}
     for path, rel in pairs:
         key = pair_key(pathlib.PurePosixPath(rel).name, pattern)
         if key is None:
-            rejected.append((str(path), "mask whose name does not match --pair"))
+            rejected.append((str(path), f"{what} whose name does not match --pair"))
             continue
         by_key.setdefault(key, []).append(str(path))
     out = {}
     for key, paths in by_key.items():
         if len(paths) > 1:
-            rejected += [(p, "two masks with the same key") for p in paths]
+            rejected += [(p, f"two {what}s with the same key") for p in paths]
         else:
             out[key] = paths[0]
     return out, rejected
@@ -817,7 +910,8 @@ class ConversionPlan:
         unit_reject: units rejected before conversion ({unit key: reason}, e.g. not in the labels CSV).
         tasks: the units to convert, sorted by key.
         units: number of units discovery found.
-        multilabel, label_names: from the labels CSV.
+        multilabel, label_names: from the labels CSV (or an nnU-Net ``dataset.json``).
+        label_regions: region-based labels of an nnU-Net ``dataset.json`` ({region name: [label values]}).
         split_policy: :func:`medtf.records.split.parse_split` of ``config.split``.
         discover_s: seconds spent planning.
         labels_unmatched: labels CSV rows that match no input (their pseudonymous names), for the manifest.
@@ -838,6 +932,7 @@ class ConversionPlan:
     split_policy: object
     discover_s: float = 0.0
     labels_unmatched: tuple = ()
+    label_regions: dict | None = None
 
 
 @dataclasses.dataclass
@@ -919,8 +1014,11 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
             split_policy = [("train", 0.8), ("val", 0.2)]
     else:
         units, rejected = discover(list(config.inputs), pseudonymizer=pseudonymizer, mode=config.mode,
-                                   keep_paths=config.keep_paths)
+                                   keep_paths=config.keep_paths, annotated_volumes=True)
     units = sorted(units, key=lambda u: u.key)
+    from medtf.io.rtstruct import structure_label_names
+
+    rt_names, rt_reject = structure_label_names(units, config.roi)  # RT Structure Sets: one label list
 
     def name(path) -> str:  # what the manifest calls an input file: never its path unless --keep-paths
         return pseudonymizer.source(_relpath(path, roots), keep_path=config.keep_paths)
@@ -937,9 +1035,22 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
         for path, reason in mask_rejects:
             files[pseudonymizer.source(_relpath(path, [pathlib.Path(os.path.abspath(config.masks))]),
                                        keep_path=config.keep_paths)] = {"outcome": "rejected", "reason": reason}
+    targets_of, used_targets = {}, set()
+    target_root = [pathlib.Path(os.path.abspath(config.targets))] if config.targets else []
+
+    def target_name(path) -> str:  # "targets/<path in --targets>", pseudonymised like every input name
+        return pseudonymizer.source(f"targets/{_relpath(path, target_root)}", keep_path=config.keep_paths)
+
+    if config.targets:
+        if nnunet is not None:
+            raise ConvertError("--targets: an nnU-Net dataset folder holds segmentation data, not restoration pairs")
+        targets_of, target_rejects = index_masks(config.targets, config.pair, what="target")
+        for path, reason in target_rejects:
+            files[target_name(path)] = {"outcome": "rejected", "reason": reason}
     for unit in units:
         unit_paths[unit.key] = sorted(name(p) for p in unit.paths)
         label, split, reason = _label_for(unit, table, roots)
+        reason = reason or rt_reject.get(unit.key)
         if reason:
             unit_reject[unit.key] = reason
             continue
@@ -957,7 +1068,18 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
             used_masks.add(found)
             tasks.append(UnitTask(unit, label, split, mask=found))
             continue
+        if config.targets:
+            found = targets_of.get(pair_key(pathlib.PurePosixPath(unit.rel or unit.key).name, config.pair))
+            if unit.kind == "dicom_series" or found is None:
+                unit_reject[unit.key] = "no target with the same key in --targets"
+                continue
+            used_targets.add(found)
+            unit_paths[unit.key] = unit_paths[unit.key] + [target_name(found)]
+            tasks.append(UnitTask(unit, label, split, target=found))
+            continue
         tasks.append(UnitTask(unit, label, split))
+    for tpath in sorted(set(targets_of.values()) - used_targets):
+        files[target_name(tpath)] = {"outcome": "rejected", "reason": "target without an image (no input has its key)"}
     mask_root = [pathlib.Path(os.path.abspath(config.masks))] if config.masks else []
     for mask in sorted(set(masks_of.values()) - used_masks):
         files[pseudonymizer.source(_relpath(mask, mask_root), keep_path=config.keep_paths)] = {
@@ -970,7 +1092,8 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
         files=files, unit_paths=unit_paths, unit_reject=unit_reject, tasks=tasks, units=len(units),
         multilabel=bool(table is not None and table.multilabel),
         label_names=(nnunet.label_names if nnunet is not None else
-                     list(table.label_names) if table is not None and table.label_names is not None else None),
+                     list(table.label_names) if table is not None and table.label_names is not None else rt_names),
+        label_regions=nnunet.label_regions if nnunet is not None else None,
         split_policy=split_policy, discover_s=time.perf_counter() - t0,
         labels_unmatched=_unmatched_rows(table, units, roots, pseudonymizer, config.keep_paths))
     return plan, pseudonymizer
@@ -1120,9 +1243,11 @@ def layout_dataset(plan: ConversionPlan, metas: dict[str, dict], reject: dict[st
         "mode": "volume" if facts.spatial_dims == 3 else "slice",
         "spatial_dims": facts.spatial_dims,
         "channels": facts.channels,
+        **(_targets_manifest(examples) if config.targets else {}),
         "preprocessing": conversion.to_dict(),
         **({"input_roots": list(plan.roots)} if config.keep_paths else {}),
         "label_names": label_names,
+        **({"label_regions": plan.label_regions} if plan.label_regions else {}),
         "multilabel": plan.multilabel,
         "num_labels": (len(label_names) if label_names else (max(max(l) for l in all_labels) + 1 if all_labels else 0)),
         **({"labels_unmatched": {"count": len(plan.labels_unmatched), "first": list(plan.labels_unmatched[:5])}}
@@ -1140,6 +1265,15 @@ def layout_dataset(plan: ConversionPlan, metas: dict[str, dict], reject: dict[st
         "files": [dict(path=p, **files[p]) for p in sorted(files)],
     }
     return DatasetLayout(manifest, specs, len(examples))
+
+
+def _targets_manifest(examples) -> dict:
+    """``targets`` (examples with a target, their scales k) and ``target_scale`` (k per spatial axis when every
+    example has the same, else None: then k = target_shape / image_shape per record)."""
+    scales = collections.Counter(",".join(str(v) for v in e["target_scale"]) for _, e in examples if e.get("target_scale"))
+    uniform = [int(v) for v in next(iter(scales)).split(",")] if len(scales) == 1 else None
+    return {"targets": {"examples": sum(scales.values()), "scales": dict(sorted(scales.items()))},
+            "target_scale": uniform}
 
 
 def write_planned_shard(out: str, work: str, spec: ShardSpec, progress=None) -> str:

@@ -272,6 +272,7 @@ def encode_example(
     label=None,
     mask: np.ndarray | None = None,
     modality: str = "",
+    target: np.ndarray | None = None,
 ) -> bytes:
     """Serialise one example (the keys of :mod:`medtf.records.schema`) without TensorFlow.
 
@@ -285,6 +286,8 @@ def encode_example(
         label: optional int label(s).
         mask: optional uint8-compatible mask.
         modality: modality tag.
+        target: optional paired restoration target, channels last like ``image`` (its own spatial size:
+            the input grid or an integer multiple of it), stored in ``image_dtype`` like the image.
 
     Returns:
         The serialized ``tf.train.Example``.
@@ -325,4 +328,10 @@ def encode_example(
             m = m.astype(np.uint8)
         feats["mask"] = _bytes_feature([m.tobytes()])
         feats["mask_shape"] = _int_feature(m.shape)
+    if target is not None:
+        t = np.asarray(target)
+        if t.ndim != image.ndim:
+            raise ValueError(f"target must have the image's rank {image.ndim}. Received shape: {t.shape}")
+        feats["target"] = _bytes_feature([storable(t, image_dtype).tobytes()])
+        feats["target_shape"] = _int_feature(t.shape)
     return _example(feats)

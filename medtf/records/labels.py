@@ -7,6 +7,8 @@ Forms:
 * ``path,<name1>,<name2>,...`` — multi-label: every column other than ``path``/``split``/``label`` is
   a 0/1 label and the label is the vector of them (``label_names`` = the column names).
 * an optional ``split`` column fixes the split of that row's examples.
+* ``path,split`` — splits only (segmentation or restoration data whose labels are masks/targets): rows
+  carry no label.
 
 A ``path`` may name a file or a folder (the label then applies to every file below it, e.g. a
 series folder); the most specific entry wins.
@@ -85,9 +87,17 @@ def read_labels(csv_path: str | os.PathLike) -> LabelTable:
     has_split = "split" in fields
     label_cols = [c for c in fields if c not in RESERVED]
     multilabel = "label" not in fields
+    if multilabel and not label_cols and has_split:  # splits only: no label per row
+        entries: dict = {}
+        for i, row in enumerate(rows, start=2):
+            if not row["split"]:
+                raise ValueError(f"{csv_path}: line {i}: empty split for path {row['path']!r}")
+            _add(entries, csv_path, i, row, None, has_split)
+        return LabelTable(entries, None, False, has_split)
     if multilabel and not label_cols:
         raise ValueError(
-            f"{csv_path}: labels CSV needs a 'label' column or one 0/1 column per label. Received columns: {fields}"
+            f"{csv_path}: labels CSV needs a 'label' column, one 0/1 column per label, or a 'split' column. "
+            f"Received columns: {fields}"
         )
     entries: dict = {}
     if multilabel:

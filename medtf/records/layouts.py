@@ -53,12 +53,20 @@ def read_nnunet(folder, *, pseudonymizer, keep_paths: bool = False) -> NnUNetLay
     labels = doc.get("labels") or {}
     names = regions = None
     if labels:
-        plain = {k: v for k, v in labels.items() if isinstance(v, int)}
+        plain = {k: v for k, v in labels.items() if isinstance(v, int) and not isinstance(v, bool)}
         region = {k: list(v) for k, v in labels.items() if isinstance(v, (list, tuple))}
-        if plain:
-            top = max(plain.values())
-            by_value = {v: k for k, v in plain.items()}
-            names = [by_value.get(i, str(i)) for i in range(top + 1)]
+        bad = {k: v for k, v in labels.items() if k not in plain and k not in region}
+        if bad or any(not isinstance(i, int) or i < 0 for v in region.values() for i in v):
+            raise ValueError(f"{folder / 'dataset.json'}: 'labels' values must be label integers or lists of them "
+                             f"(regions). Received: {bad or region}")
+        # region-based labels (nnU-Net: {"whole tumor": [1, 2, 3], ...}): a single-value region names that
+        # value; values only inside larger regions are named "label V"; the regions themselves go to the
+        # manifest (label_regions) and `medtf evaluate` reports a Dice per region
+        single = {v[0]: k for k, v in region.items() if len(v) == 1}
+        values = set(plain.values()) | {i for v in region.values() for i in v}
+        if values:
+            by_value = {**single, **{v: k for k, v in plain.items()}}
+            names = [by_value.get(i, f"label {i}") for i in range(max(values) + 1)]
         regions = region or None
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + r"$")
     layout = NnUNetLayout([], {}, {}, [], names, regions)

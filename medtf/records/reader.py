@@ -9,7 +9,7 @@ import pathlib
 from medtf.records.schema import IMAGE_DTYPES, SCHEMA_NAME, SCHEMA_VERSION
 
 #: keys every element of :func:`load` has.
-ELEMENT_KEYS = ("image", "label", "mask", "patient", "source", "spacing", "origin", "direction", "modality")
+ELEMENT_KEYS = ("image", "label", "mask", "patient", "source", "spacing", "origin", "direction", "modality", "target")
 
 
 #: keys every manifest must have (besides ``schema_version``).
@@ -100,7 +100,8 @@ def load(directory, split: str, *, shuffle_files: bool = False, seed: int | None
 
     Each element has ``image`` (float32, H×W×C or D×H×W×C), ``label`` (int64 vector, empty when
     unlabelled), ``mask`` (uint8 in its stored shape, or shape (0,)), ``patient`` and ``source``
-    (strings), ``spacing`` (float32 mm, spatial axis order), ``origin``, ``direction`` and ``modality``.
+    (strings), ``spacing`` (float32 mm, spatial axis order), ``origin``, ``direction``, ``modality`` and
+    ``target`` (the paired restoration target, float32 in its stored shape, or shape (0,)).
 
     Args:
         directory: records directory (with ``manifest.json``).

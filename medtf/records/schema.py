@@ -22,6 +22,10 @@ mask_shape          int64[]    mask shape; empty when none
 patient             bytes      keyed pseudonym of the patient
 source              bytes      record key = manifest key of the source unit (+ "#index")
 modality            bytes      "CT", "DX", "MR", "PNG", ...
+target              bytes      paired restoration target (``--targets``), raw pixels in image_dtype; empty
+                               when none
+target_shape        int64[]    target shape (input grid or an integer multiple k per spatial axis, same
+                               channels); empty when none — k = target_shape / image_shape
 ==================  =========  ===============================================================
 
 Importing this module does not import TensorFlow (the TF-free encoder and manifest reader use its
@@ -55,6 +59,8 @@ def feature_spec() -> dict:
         "patient": tf.io.FixedLenFeature([], tf.string),
         "source": tf.io.FixedLenFeature([], tf.string),
         "modality": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "target": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "target_shape": tf.io.VarLenFeature(tf.int64),
     }
 
 
@@ -63,7 +69,8 @@ def parse_example(serialized, image_dtype: str) -> dict:
 
     Returns ``image`` (float32, stored shape), ``spacing`` (float32), ``origin``, ``direction``,
     ``label`` (int64 vector, possibly empty), ``mask`` (uint8 in its stored shape, or shape (0,) when absent),
-    ``patient``, ``source``, ``modality`` (strings) and ``geometry`` (JSON string).
+    ``patient``, ``source``, ``modality`` (strings), ``geometry`` (JSON string) and ``target`` (float32 in its
+    stored shape, or shape (0,) when the record has none) with ``target_shape``.
     """
     import tensorflow as tf
 
@@ -77,9 +84,16 @@ def parse_example(serialized, image_dtype: str) -> dict:
     mask = tf.reshape(
         mask, tf.cond(tf.size(mask_shape) > 0, lambda: mask_shape, lambda: tf.constant([0], tf.int64))
     )
+    target_shape = tf.sparse.to_dense(p["target_shape"])
+    target = tf.io.decode_raw(p["target"], tf.dtypes.as_dtype(image_dtype), little_endian=True)
+    target = tf.cast(tf.reshape(
+        target, tf.cond(tf.size(target_shape) > 0, lambda: target_shape, lambda: tf.constant([0], tf.int64))),
+        tf.float32)
     return {
         "image": image,
         "image_shape": shape,
+        "target": target,
+        "target_shape": target_shape,
         "spacing": tf.sparse.to_dense(p["spacing"]),
         "origin": tf.sparse.to_dense(p["origin"]),
         "direction": tf.sparse.to_dense(p["direction"]),

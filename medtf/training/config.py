@@ -206,6 +206,45 @@ class ScheduleConfig:
         return cls(**d)
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation (``medtf distill``, :mod:`medtf.training.distill`): the student is trained on
+    ``alpha × label loss + (1 - alpha) × T² × KL(teacher_T ‖ student_T)`` (Hinton et al. 2015), the teacher's
+    and the student's outputs softened with temperature ``T``.
+
+    Attributes:
+        temperature: softening temperature ``T`` (> 0; 1 = the outputs as they are).
+        alpha: weight of the label loss in [0, 1] (0: teacher only, 1: labels only).
+        teacher: the teacher's run folder (``medtf distill TEACHER_RUN`` overrides it); a relative path written in
+            the file resolves against the file's folder.
+    """
+
+    temperature: float = 4.0
+    alpha: float = 0.5
+    teacher: str | None = None
+
+    def __post_init__(self):
+        for k in ("temperature", "alpha"):
+            v = getattr(self, k)
+            if isinstance(v, bool):
+                raise ValueError(f"distill.{k} must be a number. Received: {v!r}")
+            try:
+                object.__setattr__(self, k, float(v))
+            except (TypeError, ValueError):
+                raise ValueError(f"distill.{k} must be a number. Received: {v!r}") from None
+        if not self.temperature > 0:
+            raise ValueError(f"distill.temperature must be > 0. Received: {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"distill.alpha must be in [0, 1]. Received: {self.alpha}")
+        if self.teacher is not None:
+            object.__setattr__(self, "teacher", str(self.teacher))
+
+    @classmethod
+    def from_dict(cls, d: Mapping, where: str = "distill") -> "DistillConfig":
+        _check_keys(cls, d, where)
+        return cls(**d)
+
+
 def _data_config_cls():
     try:
         from medtf.data import DataConfig  # the data engineer's frozen dataclass (lazy re-export)
@@ -271,6 +310,7 @@ class TrainConfig:
         jit_compile: Keras ``jit_compile`` ("auto", true or false).
         verbose: Keras fit verbosity (1 = progress bar).
         deterministic_ops: ``tf.config.experimental.enable_op_determinism()`` (bit-exact reruns; slower).
+        distill: knowledge distillation from a teacher run (:class:`DistillConfig`), or None (plain training).
     """
 
     records: str = ""
@@ -300,6 +340,7 @@ class TrainConfig:
     jit_compile: Any = "auto"
     verbose: int = 1
     deterministic_ops: bool = False
+    distill: DistillConfig | None = None
 
     def __post_init__(self):
         if self.task is not None and self.task not in TASKS:
@@ -317,6 +358,8 @@ class TrainConfig:
             v = float(t.split(":", 1)[1])
             if not 0 < v <= 1:
                 raise ValueError(f"threshold target sensitivity must be in (0, 1]. Received: {v}")
+        if isinstance(self.distill, Mapping):
+            object.__setattr__(self, "distill", DistillConfig.from_dict(self.distill))
         if self.data is None:
             object.__setattr__(self, "data", data_config_from_dict({}))
         elif isinstance(self.data, Mapping):
@@ -338,9 +381,12 @@ class TrainConfig:
         d = dict(d or {})
         _check_keys(cls, d, "")
         kw: dict[str, Any] = {}
-        sections = {"model": ModelConfig, "loss": LossConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig}
+        sections = {"model": ModelConfig, "loss": LossConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
+                    "distill": DistillConfig}
         for k, v in d.items():
-            if k in sections:
+            if k == "distill" and v is None:
+                kw[k] = None
+            elif k in sections:
                 kw[k] = sections[k].from_dict(v or {}, k)
             elif k == "data":
                 if v is not None and not isinstance(v, Mapping):
@@ -430,7 +476,15 @@ def apply_overrides(d: Mapping, items) -> dict[str, Any]:
     return d
 
 
-def load_config(path, overrides=()) -> TrainConfig:
+def _merge(base: Mapping, top: Mapping) -> dict[str, Any]:
+    """``top`` over ``base``, recursively where both hold a mapping."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), Mapping) and isinstance(v, Mapping) else v
+    return out
+
+
+def load_config(path, overrides=(), *, defaults: Mapping | None = None) -> TrainConfig:
     """Read a YAML config file, apply ``--set`` overrides and validate everything before any work starts.
 
     Relative ``records``/``output_dir`` paths written in the file resolve against the file's folder; the same
@@ -438,6 +492,9 @@ def load_config(path, overrides=()) -> TrainConfig:
     ``data.preprocessing`` and ``model.kwargs``, checked against the builder's signature), unknown model
     names (with the closest valid ones) and wrong value types are reported as one line naming the
     dotted key.
+
+    ``defaults`` (e.g. a distillation teacher's records, task and data) fill in what the file does not say:
+    they are merged under the file's keys (mapping by mapping), before ``--set`` overrides.
 
     Raises:
         FileNotFoundError: no such file.
@@ -458,6 +515,10 @@ def load_config(path, overrides=()) -> TrainConfig:
     for k in PATH_KEYS:
         if d.get(k):
             d[k] = _resolve(d[k], path.parent)
+    if isinstance(d.get("distill"), Mapping) and d["distill"].get("teacher"):
+        d["distill"] = {**d["distill"], "teacher": _resolve(d["distill"]["teacher"], path.parent)}
+    if defaults:
+        d = _merge(defaults, d)
     d = apply_overrides(d, overrides)
     for keys, value in parse_overrides(overrides):
         if len(keys) == 1 and keys[0] in PATH_KEYS and value:

@@ -20,7 +20,7 @@ import numpy as np
 
 from medtf.interpret import interpret as interpret_output
 from medtf.interpret import segmentation_labels
-from medtf.preprocess import apply_chain, chain_map, to_source_grid
+from medtf.preprocess import apply_chain, chain_map, resize, to_source_grid
 from medtf.training.run import RunInfo, load_model
 
 
@@ -137,6 +137,11 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
                     row.update(interpret(p, info))
                     rows.append(row)
                 continue
+            scale = _sr_scale(info, len(slices[0][1].shape) - 1)
+            if scale is not None:  # super-resolution: the input on the target grid, as in training
+                slices = [(k, resize(a, [n * f for n, f in zip(a.shape[:-1], scale)]), tuple(v / f for v, f in zip(sp, scale)))
+                          for k, a, sp in slices]
+                image = _upsampled_geometry(image, scale)
             outs = [_dense_predict(model, a, info, win, overlap, batch_size, sp) for _, a, sp in slices]
             out = np.stack(outs) if slices[0][0] is not None else outs[0]
             fmt = mask_format
@@ -154,6 +159,30 @@ def predict_inputs(run_dir, inputs: Sequence, *, masks_dir=None, mask_format: st
         except (ValueError, OSError) as exc:
             rejected.append((unit.key, str(exc)))
     return rows, rejected
+
+
+def _sr_scale(info: RunInfo, dims: int) -> tuple[int, ...] | None:
+    """The super-resolution factor per spatial axis of a restoration run trained on ``--targets`` pairs whose
+    target grid is k × the input grid (``model.json`` extra ``target_scale``); None otherwise."""
+    k = info.extra.get("target_scale") if info.task == "restoration" else None
+    if not k:
+        return None
+    k = tuple(int(v) for v in (k if isinstance(k, (list, tuple)) else [k] * dims))[-dims:]
+    return None if all(v == 1 for v in k) else k
+
+
+def _upsampled_geometry(image, scale):
+    """The Image's geometry on its grid resized by ``scale`` with half-pixel centres (spacing / k; the first
+    voxel centre moves back by (k - 1) / 2k of a source voxel)."""
+    import dataclasses
+
+    from medtf.preprocess import shift_origin
+
+    sd = len(image.spacing)
+    k = (1,) * (sd - len(scale)) + tuple(scale)  # a volume for a 2D model: in-plane axes only
+    spacing = tuple(float(s) / f for s, f in zip(image.spacing, k))
+    origin = shift_origin(image.origin, image.direction, image.spacing, tuple((1.0 / f - 1.0) / 2.0 for f in k))
+    return dataclasses.replace(image, spacing=spacing, origin=origin)
 
 
 def _shown_path(unit) -> str:

@@ -44,7 +44,8 @@ def split_size(manifest: dict, split: str) -> int:
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
-    """Fill in what the records decide: task, label_mode, num_classes; check the records exist.
+    """Fill in what the records decide: task (restoration when the manifest says the records carry paired
+    targets), label_mode, num_classes; check the records exist.
 
     Raises:
         ValueError: no records path, an empty training split, or an inconsistent task / label_mode.
@@ -58,6 +59,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     data = config.data
     names = manifest.get("label_names") or []
     task = config.task
+    if task is None and manifest.get("targets") and data.label_mode in ("sparse", "image"):
+        task = "restoration"  # records with paired targets (tfrecord-convert --targets)
     if task is None:
         task = LABEL_MODE_TASK.get(data.label_mode)
         if task is None:
@@ -351,7 +354,8 @@ def _tensorboard_available() -> bool:
 
 
 def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=(),
-          overwrite: bool = False, strategy: str = "default", cluster: dict | None = None) -> pathlib.Path:
+          overwrite: bool = False, strategy: str = "default", cluster: dict | None = None,
+          prepare_model=None, info_extra: dict | None = None) -> pathlib.Path:
     """Train one model and write its run folder.
 
     Args:
@@ -366,6 +370,10 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
             writes the run folder, the other workers write to temporary folders; ``output_dir`` must be a folder
             every worker sees, and ``resume`` restarts every worker from the chief's backup). See docs/scale.md.
         cluster: this worker's ``TF_CONFIG`` as a dict (:func:`load_cluster`), instead of ``$TF_CONFIG``.
+        prepare_model: called with the compiled model before training (e.g. :mod:`medtf.training.distill` gives it
+            its distillation ``train_step``); a config with a ``distill`` block and no ``prepare_model`` is an
+            error: :func:`medtf.training.distill.distill` trains it (``medtf train`` dispatches to it).
+        info_extra: extra keys for the run's ``model.json`` (e.g. the distillation teacher and settings).
         overwrite: replace a finished run in the run folder (the whole folder is removed first, so a run
             folder never mixes artifacts — model, evaluations, exports — of two trainings).
 
@@ -384,6 +392,9 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
     from medtf.training.precision import apply_policy, select_policy
     from medtf.training.schedules import make_optimizer, make_schedule
 
+    if config.distill is not None and prepare_model is None:  # distill builds on train(): no import back here
+        raise ValueError("this config has a 'distill:' block: train it with `medtf distill` / `medtf train` or "
+                         "medtf.training.distill.distill(config)")
     config = resolve_config(config)
     dist = _strategy(strategy, cluster)  # before any other TensorFlow work (collectives configure the runtime)
     chief = _is_chief(dist)
@@ -431,6 +442,8 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
                       steps_per_execution=int(config.steps_per_execution), jit_compile=config.jit_compile)
     if strategy != "default":
         _distributed_fixes(model, dist, data._probe.element_spec)
+    if prepare_model is not None:
+        prepare_model(model)
 
     start_epoch, skip = 0, 0
     if resume:  # every worker restarts from the chief's backup
@@ -509,7 +522,10 @@ def train(config: TrainConfig, *, resume: bool = False, run_dir=None, callbacks=
         records=str(config.records),
         data=config.data.to_dict(),
         label_mode=config.data.label_mode,
-        extra={"policy": policy, "seed": int(config.seed), "monitor": config.monitor},
+        extra={"policy": policy, "seed": int(config.seed), "monitor": config.monitor,
+               # paired restoration targets: the model takes the input resized to the target grid (k per axis)
+               **({"target_scale": manifest.get("target_scale")} if manifest.get("targets") else {}),
+               **(info_extra or {})},
     )
     info.save(run)
     shutil.rmtree(backup, ignore_errors=True)

@@ -201,3 +201,42 @@ def test_surface_metrics_on_real_brain_tumour_labels(shared_data):
         np.testing.assert_allclose(M.iou(a, b), jaccard_score(a.ravel(), b.ravel()), rtol=1e-12)
     case_m = M.segmentation_case_metrics(np.where(core, 1, 0), whole.astype(int), 2, spacing)
     assert 0 < case_m[1]["dice"] < 1 and case_m[1]["hd95"] > 0
+
+
+def test_region_dice_is_the_union_of_labels_vs_sklearn():
+    """Region-based labels (nnU-Net BraTS: whole tumour {1,2,3}, core {2,3}, enhancing {3}): each region is
+    scored as one binary mask; Dice vs sklearn's f1_score on the flattened union masks; HD95 equal to the
+    binary case metric of the same union masks."""
+    from medtf.evaluation.evaluate import evaluate_segmentation
+
+    rng = np.random.default_rng(3)
+    regions = {"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    trues = [rng.integers(0, 4, (6, 20, 20)) for _ in range(2)]
+    preds = [np.where(rng.random(t.shape) < 0.8, t, rng.integers(0, 4, t.shape)) for t in trues]
+    rep = evaluate_segmentation(trues, preds, spacing=(2.0, 1.0, 1.0), class_names=["bg", "a", "b", "c"], regions=regions)
+    per = rep["metrics"]["per_region"]
+    assert list(per) == list(regions)
+    for name, values in regions.items():
+        ref = [f1_score(np.isin(t, values).ravel(), np.isin(p, values).ravel()) for t, p in zip(trues, preds)]
+        got = [c["regions"][name]["dice"] for c in rep["per_case"]]
+        np.testing.assert_allclose(got, ref, atol=1e-12)
+        assert per[name]["dice"]["mean"] == pytest.approx(np.mean(ref), abs=1e-12)
+        hd = M.segmentation_case_metrics(np.isin(preds[0], values), np.isin(trues[0], values), 2, (2.0, 1.0, 1.0))[1]["hd95"]
+        assert rep["per_case"][0]["regions"][name]["hd95"] == pytest.approx(hd)
+    assert "per_region" not in evaluate_segmentation(trues, preds)["metrics"]
+
+
+def test_slices_restack_into_volumes_in_slice_order():
+    """2D records cut from volumes (source ``UNIT#k``) regroup per unit in slice order, with the slice spacing
+    from the slice origins; a volume with a missing slice (``--empty-slices``) leaves records as they are."""
+    from medtf.evaluation.evaluate import _restack_volumes
+
+    sources = ["F-a#2", "F-b#0", "F-a#0", "F-a#1", "F-b#1"]
+    origins = [np.array([0.0, 0.0, 5.0]), np.zeros(3), np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.0, 2.5]),
+               np.array([0.0, 0.0, 2.5])]
+    spacing = [(0.7, 0.8)] * 5
+    vols = _restack_volumes(sources, origins, spacing)
+    assert [idx for idx, _ in vols] == [[2, 3, 0], [1, 4]]
+    assert vols[0][1] == pytest.approx((2.5, 0.7, 0.8))
+    assert _restack_volumes(["F-a#0", "F-a#2"], origins[:2], spacing[:2]) is None
+    assert _restack_volumes(["F-a", "F-b"], origins[:2], spacing[:2]) is None

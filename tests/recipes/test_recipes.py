@@ -18,10 +18,11 @@ CONFIGS = {
     "pneumonia_cxr/config.yaml": ((64, 64, 1), "binary"),
     "pneumonia_cxr/efficientnet.yaml": ((64, 64, 1), "binary"),
     "diabetic_retinopathy/config.yaml": ((72, 72, 3), "multiclass"),
+    "diabetic_retinopathy/multiscale.yaml": ((74, 74, 3), "multiclass"),
     "lung_nodule_ct/config.yaml": ((32, 32, 32, 1), "binary"),
     "lung_nodule_ct/adrenal_3d.yaml": ((28, 28, 28, 1), "binary"),
     "em_membrane/config.yaml": ((256, 256, 1), "segmentation"),
-    "brain_tumor_mri/config.yaml": ((128, 128, 2), "segmentation"),
+    "brain_tumor_mri/config.yaml": ((144, 144, 2), "segmentation"),
 }
 RECIPES = ("pneumonia_cxr", "lung_nodule_ct", "diabetic_retinopathy", "brain_tumor_mri", "em_membrane", "ct_denoising")
 
@@ -58,39 +59,74 @@ def test_readme_states_data_metric_citation_result_and_commands(name):
     assert "```bash" in text
 
 
-def test_isbi2012_preparer(tmp_path):
-    from prepare_isbi2012 import prepare
+def _convert(inputs, out, **options):
+    from medtf.records.convert import ConvertConfig, convert
 
-    m = prepare(_shared("isbi2012_em_membrane"), tmp_path / "rec")
-    assert {k: v["examples"] for k, v in m["splits"].items()} == {"train": 21, "val": 3, "test": 6}
-    from medtf.records.reader import load
-
-    e = next(iter(load(tmp_path / "rec", "test")))
-    mask = e["mask"].numpy()
-    assert e["image"].shape == (512, 512, 1) and mask.shape == (512, 512)
-    assert 0.15 < mask.mean() < 0.30  # membranes are ~22% of the pixels (SOURCE.md)
+    res = convert(ConvertConfig(inputs=tuple(str(i) for i in inputs), output=str(out), progress=False, **options))
+    assert res.exit_code == 0
+    return json.loads((out / "manifest.json").read_text())
 
 
-def test_isbi2012_context_channels_are_the_neighbouring_sections(tmp_path):
+def test_isbi2012_converts_with_masks_as_the_recipe_says(tmp_path):
+    """The em_membrane recipe's tfrecord-convert command: every record equals OpenCV's reading of its PNG
+    (image exactly) and its label PNG (membrane = value 0 → class 1, exactly), in the CSV's splits."""
     import cv2
 
-    from prepare_isbi2012 import prepare, with_context
-
-    src = _shared("isbi2012_em_membrane")
-    m = prepare(src, tmp_path / "rec", tile=256, context=1)
-    assert {k: v["examples"] for k, v in m["splits"].items()} == {"train": 84, "val": 3, "test": 6}
     from medtf.records.reader import load
 
-    section = lambda i: cv2.imread(str(src / "train" / "image" / f"{i}.png"), cv2.IMREAD_GRAYSCALE)  # noqa: E731
-    tests = [e["image"].numpy() for e in load(tmp_path / "rec", "test")]
-    assert tests[0].shape == (512, 512, 3)
-    for ch, i in enumerate((23, 24, 25)):  # test slice 24: validation slice 23's image, itself, slice 25
-        np.testing.assert_array_equal(tests[0][..., ch], section(i))
-    np.testing.assert_array_equal(tests[-1][..., 2], section(29))  # the stack's last section repeats
-    tile = next(iter(load(tmp_path / "rec", "train")))["image"].numpy()
-    np.testing.assert_array_equal(tile, with_context([section(i) for i in (0, 1)], 0, 1)[:256, :256])
-    with pytest.raises(ValueError, match="context"):
-        prepare(src, tmp_path / "bad", context=-1)
+    src = _shared("isbi2012_em_membrane") / "train"
+    m = _convert([src / "image"], tmp_path / "rec", masks=str(src / "label"), mask_map=((0, 1), (255, 0)),
+                 labels=str(REPO / "recipes" / "em_membrane" / "splits.csv"), split="input", keep_paths=True)
+    assert {k: v["examples"] for k, v in m["splits"].items()} == {"train": 21, "val": 3, "test": 6}
+    seen = set()
+    for split, ids in (("train", range(0, 21)), ("val", range(21, 24)), ("test", range(24, 30))):
+        for e in load(tmp_path / "rec", split):
+            name = e["source"].numpy().decode()
+            i = int(pathlib.PurePosixPath(name).stem)
+            assert i in ids, (split, name)
+            seen.add(i)
+            img = cv2.imread(str(src / "image" / f"{i}.png"), cv2.IMREAD_GRAYSCALE)
+            lab = cv2.imread(str(src / "label" / f"{i}.png"), cv2.IMREAD_GRAYSCALE)
+            np.testing.assert_array_equal(e["image"].numpy()[..., 0], img)
+            np.testing.assert_array_equal(e["mask"].numpy().reshape(lab.shape), (lab == 0).astype(np.uint8))
+    assert seen == set(range(30))
+
+
+def test_brats_nnunet_folder_converts_to_the_source_volumes(tmp_path):
+    """brain_tumor_mri: data_tools/brats2015_to_nnunet.py + tfrecord-convert --mode slice. The test cases keep
+    every slice; re-stacked, they equal nibabel's reading of the source NIfTI files (images within float32
+    rounding — they are float32 already — and masks exactly after nnU-Net's BraTS renumbering)."""
+    import nibabel as nib
+
+    from brats2015_to_nnunet import RENUMBER, build
+    from medtf.records.reader import load
+
+    src = _shared("brats2015_deepmedic")
+    folder = tmp_path / "Dataset501_BraTS2015"
+    assert build(src, folder) == {"imagesTr": 4, "imagesTs": 2}
+    m = _convert([folder], tmp_path / "rec", mode="slice", split="train=1.0", empty_slices=0.5)
+    assert m["label_regions"] == {"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    assert m["label_names"] == ["background", "label 1", "label 2", "enhancing tumor"]
+    assert set(m["splits"]) == {"train", "test"} and m["splits"]["test"]["examples"] == 2 * 155
+    assert m["splits"]["train"]["patients"] == 4 and m["splits"]["train"]["examples"] < 4 * 155  # empty slices sampled
+    vols = {}
+    for e in load(tmp_path / "rec", "test"):
+        unit, _, z = e["source"].numpy().decode().rpartition("#")
+        vols.setdefault(unit, {})[int(z)] = (e["image"].numpy(), e["mask"].numpy())
+    assert len(vols) == 2 and all(sorted(v) == list(range(155)) for v in vols.values())
+    case = sorted((src / "test").glob("brats_*"))[0]
+    flair = np.asarray(nib.load(str(case / "Flair_subtrMeanDivStd.nii.gz")).dataobj).transpose(2, 1, 0)
+    t1c = np.asarray(nib.load(str(case / "T1c_subtrMeanDivStd.nii.gz")).dataobj).transpose(2, 1, 0)
+    label = np.rint(np.asarray(nib.load(str(case / "OTMultiClass.nii.gz")).dataobj)).astype(int).transpose(2, 1, 0)
+    expected = np.vectorize(RENUMBER.get)(label)
+    matches = 0
+    for slices in vols.values():  # which pseudonymous unit is this case: the one whose volume matches
+        image = np.stack([slices[z][0] for z in range(155)])
+        if image.shape[1:3] == flair.shape[1:] and np.allclose(image[..., 0], flair, atol=1e-6):
+            np.testing.assert_allclose(image[..., 1], t1c, atol=1e-6)
+            np.testing.assert_array_equal(np.stack([slices[z][1].reshape(flair.shape[1:]) for z in range(155)]), expected)
+            matches += 1
+    assert matches == 1
 
 
 def test_lidc_patches_centre_on_the_annotated_nodule(tmp_path):
@@ -123,14 +159,23 @@ def test_phantom_nodule_patches(tmp_path):
 
 
 def test_ct_denoising_noise_level(tmp_path):
-    from prepare_ct_denoising import HU_RANGE, prepare
+    import nibabel as nib
 
-    counts = prepare(_shared("tcia_lidc_idri_0001_ct_subset"), tmp_path / "d.npz", sigma_hu=60.0)
+    from simulate_low_dose import simulate
+
+    counts = simulate(_shared("tcia_lidc_idri_0001_ct_subset"), tmp_path / "d", sigma_hu=60.0)
     assert counts == {"train": 28, "val": 4, "test": 9}
-    d = np.load(tmp_path / "d.npz")
-    diff = (d["test_noisy"] - d["test_clean"]) * (HU_RANGE[1] - HU_RANGE[0])
-    clean_hu = d["test_clean"] * (HU_RANGE[1] - HU_RANGE[0]) + HU_RANGE[0]
-    water = (clean_hu > -100) & (clean_hu < 100)
+    rows = (tmp_path / "d" / "splits.csv").read_text().split()
+    assert rows[0] == "path,split" and rows[1] == "slice_000.nii.gz,train" and rows[-1] == "slice_040.nii.gz,test"
+    assert sum(r.endswith(",val") for r in rows) == 4
+    diffs, water = [], []
+    for k in range(32, 41):  # the held-out test slices
+        low = np.asarray(nib.load(tmp_path / "d" / "low" / f"slice_{k:03d}.nii.gz").dataobj, np.float64)
+        full = np.asarray(nib.load(tmp_path / "d" / "full" / f"slice_{k:03d}.nii.gz").dataobj, np.float64)
+        assert low.shape == full.shape == (512, 512, 1)
+        diffs.append(low - full)
+        water.append((full > -100) & (full < 100))
+    diff, water = np.stack(diffs), np.stack(water)
     assert 50 < diff[water].std() < 110  # 60 HU x (1 + 0.5 x ~1) in soft tissue
     assert abs(diff[water].mean()) < 5
 
@@ -154,6 +199,7 @@ def test_benchmark_results_have_the_issue_keys():
 QUOTED = {
     "pneumonia_cxr": ("pneumonia_cxr", ("test_auc", "test_accuracy")),
     "diabetic_retinopathy": ("diabetic_retinopathy", ("test_auc", "test_accuracy", "test_kappa")),
+    "diabetic_retinopathy_multiscale": ("diabetic_retinopathy", ("test_auc", "test_accuracy", "test_kappa")),
     "adrenal_3d": ("lung_nodule_ct", ("test_auc", "test_accuracy")),
     "lung_nodule_ct": ("lung_nodule_ct", ("phantom_test_auc",)),
     "em_membrane": ("em_membrane", ("test_dice",)),
@@ -176,3 +222,24 @@ def test_readmes_quote_the_measured_results():
             quoted = f"{res[entry][k]:.3f}"
             assert quoted in text, f"recipes/{folder}/README.md does not state {entry}.{k} = {quoted}"
             assert quoted in table, f"recipes/README.md does not state {entry}.{k} = {quoted}"
+
+
+def test_seeded_rows_hold_mean_sd_and_per_seed_values():
+    """benchmarks/recipes.py --seeds: a row's keys hold the mean over seeds, <key>_std the sample sd (NumPy
+    ddof=1) and <key>_per_seed the values; non-numeric keys come from the first seed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_recipes", REPO / "benchmarks" / "recipes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs = {0: {"test_auc": 0.90, "n_test": 624, "run": "a"}, 1: {"test_auc": 0.94, "n_test": 624, "run": "b"},
+            2: {"test_auc": 0.95, "n_test": 624, "run": "c"}}
+    row = mod.aggregate_seeds(runs)
+    aucs = np.array([0.90, 0.94, 0.95])
+    assert row["test_auc"] == pytest.approx(aucs.mean(), abs=1e-12)
+    assert row["test_auc_std"] == pytest.approx(aucs.std(ddof=1), abs=1e-12)
+    assert row["test_auc_per_seed"] == [0.90, 0.94, 0.95] and row["seeds"] == [0, 1, 2]
+    assert row["run"] == "a" and row["per_seed"]["2"]["run"] == "c"
+    ctx = mod.Ctx(pathlib.Path("/w"), quick=False, seed=2)
+    o = ctx.overrides("pneumonia_cxr", ["run_name=pneumonia_cxr_efficientnet"])
+    assert "seed=2" in o and o[-1] == "run_name=pneumonia_cxr_efficientnet_s2"

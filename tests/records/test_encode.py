@@ -64,6 +64,9 @@ def _examples():
                source="x.npz#12", image_dtype="uint8", label=None, modality="")
     yield dict(image=rng.integers(0, 65535, (4, 4, 1)).astype(np.uint16), spacing=(1, 1), patient="P", source="s",
                image_dtype="int32", label=(-3, 2**40))
+    # a paired restoration target (tfrecord-convert --targets) on a 2x grid, stored in the image's dtype
+    yield dict(image=rng.random((3, 5, 1)).astype(np.float32), spacing=(1.4, 1.4), patient="P-3", source="lr/a.png",
+               image_dtype="float32", target=rng.random((6, 10, 1)).astype(np.float32))
 
 
 def _varint(n: int) -> bytes:
@@ -75,7 +78,7 @@ def _varint(n: int) -> bytes:
 
 
 def _reference_example(image, *, spacing, patient, source, image_dtype, origin=None, direction=None, label=None,
-                       mask=None, modality=""):
+                       mask=None, modality="", target=None):
     """The same example built by hand with TensorFlow's protos (``tf.train.Example`` / ``tf.train.Features``)."""
 
     def b(v):
@@ -100,10 +103,13 @@ def _reference_example(image, *, spacing, patient, source, image_dtype, origin=N
     if mask is not None:
         feats["mask"] = b(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
         feats["mask_shape"] = i(mask.shape)
+    if target is not None:
+        feats["target"] = b(np.ascontiguousarray(target, dtype=np.dtype(image_dtype).newbyteorder("<")).tobytes())
+        feats["target_shape"] = i(target.shape)
     return tf.train.Example(features=tf.train.Features(feature=feats))
 
 
-@pytest.mark.parametrize("kw", list(_examples()), ids=["ct", "vol-mask", "rgb8", "widen"])
+@pytest.mark.parametrize("kw", list(_examples()), ids=["ct", "vol-mask", "rgb8", "widen", "target"])
 def test_example_equals_tf_train_example_built_by_hand(kw):
     ours = enc.encode_example(**kw)
     ref = _reference_example(**kw)
@@ -120,6 +126,10 @@ def test_example_equals_tf_train_example_built_by_hand(kw):
     np.testing.assert_array_equal(parsed["image"].numpy(), kw["image"].astype(np.float32))
     if kw.get("mask") is not None:
         np.testing.assert_array_equal(parsed["mask"].numpy(), kw["mask"])
+    if kw.get("target") is not None:
+        np.testing.assert_array_equal(parsed["target"].numpy(), kw["target"])
+    else:
+        assert parsed["target"].shape == (0,)
 
 
 def test_not_representable_raises():

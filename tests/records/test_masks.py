@@ -219,3 +219,76 @@ def test_slice_mode_cuts_volumes_keeps_each_slice_mask_and_samples_empty_slices(
         np.testing.assert_array_equal(e["mask"].reshape(labs[k].shape), labs[k])
         np.testing.assert_allclose(e["origin"], ref.TransformIndexToPhysicalPoint((0, 0, k)), atol=1e-4)
         np.testing.assert_allclose(e["spacing"], ref.GetSpacing()[1::-1], atol=1e-6)
+
+
+def test_nnunet_region_labels_and_test_volumes_keep_every_slice(tmp_path):
+    """Region-based dataset.json labels reach the manifest (label_regions; one-value regions name their value);
+    with --mode slice --empty-slices 0 the training cases keep foreground slices only while the imagesTs case
+    keeps every slice; a labels entry that is neither an integer nor a list is a usage error naming the key."""
+    import nibabel as nib
+
+    from medtf.records.reader import load, read_manifest
+
+    root = tmp_path / "Dataset002_Regions"
+    for d in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / d).mkdir(parents=True)
+    labels = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "FLAIR"}, "labels": labels,
+                                                   "regions_class_order": [1, 2, 3], "file_ending": ".nii.gz"}))
+    rng = np.random.default_rng(1)
+    for folder, name in (("Tr", "c1"), ("Tr", "c2"), ("Ts", "c9")):
+        img = rng.normal(0, 1, (8, 8, 6)).astype(np.float32)
+        lab = np.zeros((8, 8, 6), np.uint8)
+        lab[2:6, 2:6, 1:3] = rng.integers(1, 4, (4, 4, 2))  # foreground on z = 1, 2
+        nib.save(nib.Nifti1Image(img, np.eye(4)), root / f"images{folder}" / f"{name}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), root / f"labels{folder}" / f"{name}.nii.gz")
+    out = tmp_path / "rec"
+    assert convert_main([str(root), "-o", str(out), "--mode", "slice", "--empty-slices", "0", "--split", "train=1.0",
+                         "--no-progress", "--keep-paths"]) == 0
+    m = read_manifest(out)
+    assert m["label_regions"] == {k: v for k, v in labels.items() if isinstance(v, list)}
+    assert m["label_names"] == ["background", "label 1", "label 2", "enhancing tumor"]
+    train = sorted(e["source"].decode() for e in load(out, "train").as_numpy_iterator())
+    test = sorted(e["source"].decode() for e in load(out, "test").as_numpy_iterator())
+    assert train == ["imagesTr/c1#1", "imagesTr/c1#2", "imagesTr/c2#1", "imagesTr/c2#2"]
+    assert test == [f"imagesTs/c9#{k}" for k in range(6)]
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "FLAIR"}, "labels": {"tumour": "one"}}))
+    assert convert_main([str(root), "-o", str(tmp_path / "bad"), "--no-progress"]) == 2
+
+
+def test_tiles_cut_training_images_and_masks_and_keep_val_test_whole(tmp_path):
+    """--tile 16: training images become non-overlapping 16x16 tiles (KEY@row,col; the remainder left out),
+    each tile equal to Pillow's reading of the source crop and its mask crop; sources the CSV puts in val/test stay whole. Bad sizes and --tile with --targets are usage errors."""
+    from PIL import Image as PILImage
+
+    from medtf.records.reader import load
+
+    rng = np.random.default_rng(4)
+    for d in ("img", "lab"):
+        (tmp_path / d).mkdir()
+    rows = ["path,split"]
+    for i, split in enumerate(("train", "train", "val", "test")):
+        PILImage.fromarray(rng.integers(0, 255, (40, 36), dtype=np.uint8)).save(tmp_path / "img" / f"c{i}.png")
+        PILImage.fromarray((rng.random((40, 36)) < 0.3).astype(np.uint8) * 255).save(tmp_path / "lab" / f"c{i}.png")
+        rows.append(f"c{i}.png,{split}")
+    (tmp_path / "splits.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "rec"
+    assert convert_main([str(tmp_path / "img"), "--masks", str(tmp_path / "lab"), "--labels", str(tmp_path / "splits.csv"),
+                         "--split", "input", "--tile", "16", "--keep-paths", "-o", str(out), "--no-progress"]) == 0
+    train = {e["source"].decode(): e for e in load(out, "train").as_numpy_iterator()}
+    assert sorted(train) == sorted(f"c{i}.png@{r},{c}" for i in (0, 1) for r in (0, 16) for c in (0, 16))
+    for key, e in train.items():
+        name, rc = key.split("@")
+        r, c = (int(v) for v in rc.split(","))
+        img = np.asarray(PILImage.open(tmp_path / "img" / name))
+        lab = np.asarray(PILImage.open(tmp_path / "lab" / name))
+        np.testing.assert_array_equal(e["image"][..., 0], img[r:r + 16, c:c + 16])
+        np.testing.assert_array_equal(e["mask"].reshape(16, 16), (lab[r:r + 16, c:c + 16] > 0).astype(np.uint8))
+        assert e["origin"].size == 0  # PNG has no geometry to shift (NIfTI/DICOM tiles: shift_origin, as slices)
+    for split in ("val", "test"):
+        (e,) = list(load(out, split).as_numpy_iterator())
+        assert e["image"].shape == (40, 36, 1) and "@" not in e["source"].decode()
+    assert convert_main([str(tmp_path / "img"), "--tile", "0", "-o", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert convert_main([str(tmp_path / "img"), "--tile", "a", "-o", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert convert_main([str(tmp_path / "img"), "--tile", "16", "--targets", str(tmp_path / "lab"),
+                         "-o", str(tmp_path / "bad"), "--no-progress"]) == 2
