@@ -1,4 +1,4 @@
-"""``medtf export RUN --format ...``: SavedModel / TFLite exports with a parity gate.
+"""``medtf export RUN --format ...``: SavedModel / TFLite / ONNX exports with a parity gate.
 
 Every requested format that can be exported is exported and checked; one that cannot is named with the
 reason and the fix. Exit codes: 0 every format exported and passed its gates (records and raw input); 1 a
@@ -10,19 +10,20 @@ from __future__ import annotations
 import pathlib
 import sys
 
-FORMAT_CHOICES = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "all")
+FORMAT_CHOICES = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "all")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
-        help="export a trained run to SavedModel (TF Serving) / LiteRT and check parity",
+        help="export a trained run to SavedModel (TF Serving) / LiteRT / ONNX and check parity",
         description="Export RUN (a folder written by `medtf train`) and evaluate every artifact on the test "
                     "split against the Keras model; exits 1 when a parity gate is exceeded.",
     )
     p.add_argument("run", help="run folder (model.keras + model.json + config.yaml)")
     p.add_argument("--format", action="append", choices=FORMAT_CHOICES, default=None,
-                   help="export format (repeatable); default: all")
+                   help="export format (repeatable); default: all = savedmodel and the four tflite formats "
+                        "(onnx, for ONNX Runtime / TensorRT, only when asked for; needs medtf[onnx])")
     p.add_argument("--out", default=None, help="output folder (default RUN/export)")
     p.add_argument("--qat", action="store_true", help="int8 via quantization-aware training (tf-keras + tfmot)")
     p.add_argument("--prune", type=float, default=None, metavar="SPARSITY",
@@ -39,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-test", type=int, default=None, help="evaluate on at most this many test examples")
     p.add_argument("--name", default=None, help="served model name (default: the run folder name)")
     p.add_argument("--version", type=int, default=1, help="SavedModel version folder")
+    p.add_argument("--onnx-opset", type=int, default=None,
+                   help="ONNX opset of the onnx format (default 17; TensorRT 8.6 parses up to 17)")
     p.add_argument("--profile", default=None,
                    help="deployment profile YAML (export/profiles/*.yaml); explicit options win")
     p.add_argument("--data", default=None,
@@ -120,6 +123,13 @@ def _export_one(fmt, model, out, name, args, info, calibration, common, export_s
                                                       "threshold": info.threshold,
                                                       "source": {"run": str(common["source_run"])}})
         return
+    if fmt == "onnx":
+        from medtf.export import onnx as onnx_export
+
+        path = out / f"{name}.onnx"
+        onnx_export.export_onnx(model, path, opset=args.onnx_opset or onnx_export.DEFAULT_OPSET, **common)
+        artifacts[fmt] = path
+        return
     path = out / f"{name}_{fmt.replace('tflite-', '')}.tflite"
     litert.export_tflite(model, path, fmt, calibration=calibration, io_dtype=args.io, target=args.target, **common)
     artifacts[fmt] = path
@@ -138,6 +148,15 @@ def _raw_parity(run_dir: pathlib.Path, info, model, artifacts: dict, args) -> di
         records = run_dir / records
     raw = raw_test_inputs(records, cfg.test_split, info, input_roots=args.input_root, limit=args.raw_max)
     return raw_parity(model, info, artifacts, raw)
+
+
+def _gate_detail(fmt: str, entry: dict, gates: dict) -> str:
+    """``fmt: delta=+0.0123 > 0.01`` (and the max |Δprob| bound where the format has one and exceeds it)."""
+    text = f"{fmt}: delta={entry['delta']:+.4f} > {gates.get(fmt)}"
+    bound = entry.get("max_abs_dprob_gate")
+    if bound is not None and entry["max_abs_dprob"] > bound:
+        text = f"{fmt}: max|Δprob|={entry['max_abs_dprob']:.2e} > {bound:g}"
+    return text
 
 
 PROFILE_KEYS = {"formats": "format", "target": "target", "io": "io", "calibration_examples": "calibration_examples",
@@ -315,10 +334,12 @@ def run(args) -> int:
               "conversion (see parity.json 'raw')", file=sys.stderr)
         return EXIT_CHECK_FAILED
     if not report["passed"] and report["failed"]:
-        details = ", ".join(f"{f}: delta={report['exports'][f]['delta']:+.4f} > {gates.get(f)}"
-                            for f in report["failed"])
+        details = ", ".join(_gate_detail(f, report["exports"][f], gates) for f in report["failed"])
+        hint = ("Try `--qat` (quantization-aware training) or a float format."
+                if any(f != "onnx" for f in report["failed"]) else
+                "An fp32 ONNX graph must give the Keras numbers: an op converts wrongly (see docs/export.md, ONNX).")
         print(f"parity gate exceeded for {', '.join(report['failed'])}: the export loses more than allowed "
-              f"({details}). Try `--qat` (quantization-aware training) or a float format.", file=sys.stderr)
+              f"({details}). {hint}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     if failures:
         report["not_exported"] = failures

@@ -23,6 +23,7 @@ COMMANDS = (
     "convert",
     "data",
     "train",
+    "distill",
     "evaluate",
     "predict",
     "explain",

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
+        if config.distill is not None:  # a distill: block: the teacher's records / task / data fill in the rest
+            from medtf.training.distill import load_distill_config
+
+            config = load_distill_config(args.config, None, args.overrides)
         if args.folds is not None:
             if args.folds < 2:
                 raise ValueError(f"--folds must be >= 2. Received: {args.folds}")
@@ -62,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
             out = train_folds(config, resume=args.resume, run_dir=args.run_dir)
             print(f"cross-validation: {out}")
+        elif config.distill is not None:
+            from medtf.training.distill import distill
+
+            out = distill(config, resume=args.resume, run_dir=args.run_dir, overwrite=args.overwrite,
+                          strategy=strategy, cluster=cluster)
+            print(f"run folder: {out}")
         else:
             from medtf.training.trainer import train
 

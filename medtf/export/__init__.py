@@ -1,4 +1,4 @@
-"""⑥ Export: TF-Serving SavedModel, LiteRT/TFLite (fp32, fp16, dynamic, int8, QAT, pruning), parity, edge.
+"""⑥ Export: TF-Serving SavedModel, LiteRT/TFLite (fp32, fp16, dynamic, int8, QAT, pruning), ONNX, parity, edge.
 
 Importing this package is cheap; submodules load on first use. ``medtf.export.edge`` and
 ``medtf.export.metadata`` never import TensorFlow or Keras (the edge runtime runs without them).
@@ -24,6 +24,8 @@ _EXPORTS = {
     "benchmark": "medtf.export.edge",
     "load_metadata": "medtf.export.metadata",
     "quantization_aware_int8": "medtf.export.qat",
+    "export_onnx": "medtf.export.onnx",
+    "OnnxModel": "medtf.export.onnx",
 }
 
 __all__ = sorted(_EXPORTS)

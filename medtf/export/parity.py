@@ -10,7 +10,8 @@ For each artifact, on the same preprocessed test inputs:
   ``runs`` ≥ 50 batch-1 invocations with ``threads`` threads.
 
 A gate (:data:`DEFAULT_GATES`, overridable) fails the report when ``delta`` exceeds the tolerance of
-the format; ``medtf export`` then exits 1 and suggests QAT.
+the format (and, for the formats in :data:`MAX_DPROB_GATES` — ONNX —, when max |Δprob| exceeds its
+bound); ``medtf export`` then exits 1 and suggests QAT (or, for ONNX, reports the difference).
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ DEFAULT_GATES = {
     "tflite-int8": 0.01,
     "tflite-int8-qat": 0.01,
     "savedmodel": 0.001,
+    "onnx": 0.001,
 }
+#: Largest accepted max |Δprob| (export − Keras) per format, on top of the metric gate: fp32 ONNX must give
+#: the Keras numbers (float32 kernel rounding only).
+MAX_DPROB_GATES = {"onnx": 1e-4}
 CLASSIFICATION = ("binary", "multiclass", "multilabel", "ordinal")
 
 
@@ -52,7 +57,7 @@ def parse_gates(text: str | None) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"--gate items must look like 'int8=0.01'. Received: {item!r}") from None
         key = key.strip()
-        if key != "savedmodel" and not key.startswith("tflite-"):
+        if key not in ("savedmodel", "onnx") and not key.startswith("tflite-"):
             key = "tflite-" + key
         gates[key] = value
     return gates
@@ -231,7 +236,7 @@ def parity_report(
 
     Args:
         model: the Keras model (reference).
-        artifacts: {format: path}; ".tflite" files, or a SavedModel version folder for "savedmodel".
+        artifacts: {format: path}; ".tflite" / ".onnx" files, or a SavedModel version folder for "savedmodel".
         x: preprocessed test inputs (N, *input_shape).
         y: labels (as the pipeline yields them) or masks.
         task: binary | multiclass | multilabel | ordinal | segmentation.
@@ -272,6 +277,14 @@ def parity_report(
         if fmt == "savedmodel":
             out = savedmodel_predict(path, x)
             lat = None
+        elif str(path).endswith(".onnx"):
+            from medtf.export import onnx as _onnx
+
+            out = _onnx.predict(path, x, threads=threads)
+            try:
+                lat = _onnx.benchmark(path, runs=runs, threads=threads)["p50_ms"]
+            except ValueError:  # dynamic sizes beyond the batch: no single benchmark input
+                lat = None
         else:
             out = tflite_predict(path, x, threads=threads)
             lat = benchmark(path, runs=runs, threads=threads)["p50_ms"]
@@ -281,6 +294,9 @@ def parity_report(
         entry["gate"] = gate
         entry["passed"] = bool(gate is None or (np.isfinite(entry["delta"]) and entry["delta"] <= gate)
                                or (np.isnan(entry["delta"]) and entry["max_abs_dprob"] <= 1e-3))
+        if fmt in MAX_DPROB_GATES:
+            entry["max_abs_dprob_gate"] = MAX_DPROB_GATES[fmt]
+            entry["passed"] = entry["passed"] and entry["max_abs_dprob"] <= MAX_DPROB_GATES[fmt]
         if not entry["passed"]:
             failed.append(fmt)
         report["exports"][fmt] = entry

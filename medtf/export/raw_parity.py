@@ -8,7 +8,8 @@ read it, then:
 
 * ``keras``: the run's chain (NumPy reference) → the Keras model — what ``medtf predict`` does;
 * ``savedmodel``: ``serving_default`` on the raw pixels (+ spacing) — the chain as graph ops;
-* ``tflite-*``: the edge runtime's ``EdgeModel`` on the raw pixels.
+* ``tflite-*``: the edge runtime's ``EdgeModel`` on the raw pixels;
+* ``onnx``: ``medtf.export.onnx.OnnxModel`` (ONNX Runtime, the stored chain in NumPy) on the raw pixels.
 
 Each is compared with the same artifact on the record's preprocessed input (``raw_vs_records``: max
 |Δ| of the outputs; the gate, :data:`RAW_TOLERANCES`) and with the Keras model on the record
@@ -37,6 +38,7 @@ RAW_TOLERANCES = {
     "tflite-int8-qat": 0.02,
     "tflite-int8-pqat": 0.02,
     "tflite-pruned": 1e-4,
+    "onnx": 1e-4,
 }
 
 
@@ -134,7 +136,7 @@ def raw_parity(model, info, artifacts: dict[str, Any], raw: RawSet, *,
     Args:
         model: the Keras model.
         info: the run's ``RunInfo``.
-        artifacts: {format: path} as ``medtf export`` wrote them (SavedModel version folder or .tflite).
+        artifacts: {format: path} as ``medtf export`` wrote them (SavedModel version folder, .tflite or .onnx).
         raw: from :func:`raw_test_inputs`.
         tolerances: {format: max |Δ|} over :data:`RAW_TOLERANCES`.
         progress: print a line per artifact.
@@ -166,6 +168,8 @@ def raw_parity(model, info, artifacts: dict[str, Any], raw: RawSet, *,
             runners[fmt] = _savedmodel_runners(path)
         elif str(path).endswith(".tflite"):
             runners[fmt] = _tflite_runners(path)
+        elif str(path).endswith(".onnx"):
+            runners[fmt] = _onnx_runners(path)
     failed = []
     for fmt, (on_raw, on_records) in runners.items():
         if progress:
@@ -199,6 +203,13 @@ def _tflite_runners(path):
 
     em = EdgeModel(path)
     return (lambda a, sp: em.run(em.preprocess(a, sp)[None])[0]), (lambda x: em.run(x))
+
+
+def _onnx_runners(path):
+    from medtf.export.onnx import OnnxModel
+
+    om = OnnxModel(path)
+    return (lambda a, sp: om.run(om.preprocess(a, sp)[None])[0]), (lambda x: om.run(x))
 
 
 def _savedmodel_runners(version_dir):

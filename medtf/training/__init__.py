@@ -22,6 +22,8 @@ _EXPORTS = {
     "get_loss": "medtf.training.losses",
     "train": "medtf.training.trainer",
     "train_folds": "medtf.training.folds",
+    "DistillConfig": "medtf.training.config",
+    "distill": "medtf.training.distill",
 }
 
 __all__ = sorted(_EXPORTS)

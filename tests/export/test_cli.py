@@ -100,8 +100,8 @@ def test_profiles_apply_and_validate(tmp_path):
     apply_profile(args, [p for p in profiles if p.name == "edge-int8.yaml"][0])
     assert args.format == ["tflite-fp32", "tflite-int8"] and args.target == "tflite-runtime-2.14"  # explicit wins
     bad = tmp_path / "bad.yaml"
-    bad.write_text("formats: [onnx]\n")
-    with pytest.raises(ValueError, match="bad.yaml.*onnx"):
+    bad.write_text("formats: [coreml]\n")
+    with pytest.raises(ValueError, match="bad.yaml.*coreml"):
         apply_profile(parser.parse_args(["export", "RUN"]), bad)
 
 
