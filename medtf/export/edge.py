@@ -380,19 +380,25 @@ def benchmark(tflite_path, *, runs: int = 100, warmup: int = 10, threads: int = 
         times[i] = time.perf_counter() - t0
         if progress and (i + 1) % max(1, runs // 10) == 0:
             print(f"  {i + 1}/{runs} runs", flush=True)
-    ms = times * 1e3
+    return latency_report(times, runtime=name, version=ver, threads=threads, path=path, shape=shape,
+                          dtype=np.dtype(det["dtype"]).name)
+
+
+def latency_report(times, *, runtime: str, version: str, threads: int, path, shape, dtype: str) -> dict:
+    """One latency record (the keys ``bench_device.py`` and ``medtf edge bench`` print) from per-run seconds."""
+    ms = np.asarray(times, dtype=np.float64) * 1e3
     return {
-        "runtime": name,
-        "runtime_version": ver,
+        "runtime": runtime,
+        "runtime_version": version,
         "threads": int(threads),
-        "runs": int(runs),
+        "runs": int(ms.size),
         "p50_ms": float(np.percentile(ms, 50)),
         "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)),
         "mean_ms": float(ms.mean()),
         "min_ms": float(ms.min()),
         "throughput_per_s": float(1e3 / np.median(ms)),
-        "size_bytes": path.stat().st_size,
+        "size_bytes": pathlib.Path(path).stat().st_size,
         "input_shape": list(shape),
-        "input_dtype": np.dtype(det["dtype"]).name,
+        "input_dtype": dtype,
     }

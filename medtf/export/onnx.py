@@ -421,19 +421,7 @@ def benchmark(path, *, runs: int = 100, warmup: int = 10, threads: int = 2) -> d
         t0 = time.perf_counter()
         sess.run(None, feed)
         times[i] = time.perf_counter() - t0
-    ms = times * 1e3
-    return {
-        "runtime": "onnxruntime",
-        "runtime_version": ort.__version__,
-        "threads": int(threads),
-        "runs": int(runs),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "min_ms": float(ms.min()),
-        "throughput_per_s": float(1e3 / np.median(ms)),
-        "size_bytes": path.stat().st_size,
-        "input_shape": shape,
-        "input_dtype": "float32",
-    }
+    from medtf.export.edge import latency_report
+
+    return latency_report(times, runtime="onnxruntime", version=ort.__version__, threads=threads, path=path,
+                          shape=shape, dtype="float32")
