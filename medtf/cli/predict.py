@@ -203,4 +203,6 @@ def _run_dicom(args: argparse.Namespace, run_dir: pathlib.Path, out: pathlib.Pat
 
         return write_files(model, args.inputs, dicom_dir, fmt, overlap=args.overlap)
 
-    return _write_and_report(produce, out, (), where=f"; DICOM-{fmt.upper()} in {dicom_dir}")
+    # local files: none predicted is exit 3, as for the table (a study on a PACS is judged by its own rejections)
+    local = () if args.dicomweb is not None else tuple(args.inputs)
+    return _write_and_report(produce, out, local, where=f"; DICOM-{fmt.upper()} in {dicom_dir}")

@@ -97,3 +97,13 @@ def test_predict_dicom_usage_errors_exit_2(artifacts, tmp_path, capsys):
                   "--out", tmp_path / "a.csv"]) == 3
     err = capsys.readouterr().err
     assert "WADO-RS" in err and "Traceback" not in err
+
+
+def test_predict_format_sr_with_no_readable_input_exits_3(artifacts, tmp_path, capsys):
+    """--format seg|sr on local files follows the table's exit rule: nothing predicted → 3, with the reason."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.dcm").write_bytes(b"not a dicom file at all" * 20)
+    assert _main(["predict", artifacts["cls"], str(bad), "--format", "sr", "--out", tmp_path / "r.json"]) == 3
+    err = capsys.readouterr().err
+    assert "no readable input" in err and "Traceback" not in err
