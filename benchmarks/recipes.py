@@ -40,6 +40,7 @@ PUBLISHED = {
 #: Acceptance targets of the recipes (issue 7).
 TARGETS = {
     "pneumonia_cxr": {"test_auc": 0.97, "test_accuracy": 0.90},
+    "pneumonia_cxr_efficientnet": {"test_auc": 0.97, "test_accuracy": 0.90},
     "diabetic_retinopathy": {"test_auc": 0.75, "test_accuracy": 0.53},
     "diabetic_retinopathy_multiscale": {"test_auc": 0.75, "test_accuracy": 0.53},
     "adrenal_3d": {"test_auc": 0.85, "test_accuracy": 0.80},
@@ -250,6 +251,13 @@ def pneumonia_cxr(ctx: Ctx) -> dict:
     return _classification("pneumonia_cxr", ctx, rec, int8=True)
 
 
+def pneumonia_cxr_efficientnet(ctx: Ctx) -> dict:
+    """The card's classifier on the same records: ``recipes/pneumonia_cxr/efficientnet.yaml`` (EfficientNet-B0
+    from scratch, 64 px grey)."""
+    rec = _convert_npz(_shared("pneumoniamnist") / "pneumoniamnist.npz", ctx.work / "records" / "pneumoniamnist")
+    return _classification("pneumonia_cxr", ctx, rec, name="pneumonia_cxr_efficientnet", config_name="efficientnet.yaml")
+
+
 def diabetic_retinopathy(ctx: Ctx) -> dict:
     rec = _convert_npz(_shared("retinamnist") / "retinamnist.npz", ctx.work / "records" / "retinamnist")
     return _classification("diabetic_retinopathy", ctx, rec, tta="dihedral")
@@ -445,6 +453,7 @@ def lung_nodule_ct(ctx: Ctx) -> dict:
 
 RECIPES = {
     "pneumonia_cxr": pneumonia_cxr,
+    "pneumonia_cxr_efficientnet": pneumonia_cxr_efficientnet,
     "diabetic_retinopathy": diabetic_retinopathy,
     "diabetic_retinopathy_multiscale": diabetic_retinopathy_multiscale,
     "adrenal_3d": adrenal_3d,

@@ -198,6 +198,7 @@ def test_benchmark_results_have_the_issue_keys():
 #: recipes.json entry → (README that must quote it, keys quoted to 3 decimals)
 QUOTED = {
     "pneumonia_cxr": ("pneumonia_cxr", ("test_auc", "test_accuracy")),
+    "pneumonia_cxr_efficientnet": ("pneumonia_cxr", ("test_auc", "test_accuracy")),
     "diabetic_retinopathy": ("diabetic_retinopathy", ("test_auc", "test_accuracy", "test_kappa")),
     "diabetic_retinopathy_multiscale": ("diabetic_retinopathy", ("test_auc", "test_accuracy", "test_kappa")),
     "adrenal_3d": ("lung_nodule_ct", ("test_auc", "test_accuracy")),
