@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medtf.preprocess.grid import expand_spacing, resample_spacings, resampled_shape, stage_spacing
+from medtf.preprocess.grid import AxisMap, expand_spacing, resample_spacings, resampled_shape, stage_spacing
 from medtf.preprocess.spec import Chain, Preprocessing
 
 # ------------------------------------------------------------------------------------- pixel values
@@ -245,24 +245,42 @@ def resample(image: np.ndarray, in_spacing, out_spacing, method: str = "linear",
         raise ValueError(f"method must be 'linear' or 'nearest'. Received: {method!r}")
     out_shape = resampled_shape(x.shape[:sd], in_sp, out_sp)
     fill = (x.min() if x.size else 0) if default is None else default
+    if method == "linear":
+        amap = AxisMap(tuple(x.shape[:sd]), tuple(out_shape), (0.0,) * sd, tuple(t / s for s, t in zip(in_sp, out_sp)))
+        return sample_linear(x, amap, fill)
     valid = np.ones(out_shape, dtype=bool)
-    y = x.astype(np.float64) if method == "linear" else x
+    y = x
     for axis, (n, m, s, t) in enumerate(zip(x.shape[:sd], out_shape, in_sp, out_sp)):
         c = np.arange(m, dtype=np.float64) * (t / s)
         shape = [1] * sd
         shape[axis] = m
         valid &= (c < n - 0.5).reshape(shape)
-        if method == "nearest":
-            y = np.take(y, np.minimum(np.floor(c + 0.5).astype(np.int64), n - 1), axis=axis)
-            continue
-        cc = np.minimum(c, n - 1)
+        y = np.take(y, np.minimum(np.floor(c + 0.5).astype(np.int64), n - 1), axis=axis)
+    y = np.where(valid[..., None], y, fill)
+    return y.astype(x.dtype)
+
+
+def sample_linear(x: np.ndarray, amap: AxisMap, fill: float) -> np.ndarray:
+    """Sample the channels-last ``x`` on the output grid of ``amap`` (output index ``r`` → input index
+    ``offset + scale·r``) with separable linear interpolation (clamped inside the grid, float64, float32 out);
+    output voxels whose position lies outside ``[-0.5, n - 0.5)`` on any axis take ``fill`` — the rule of
+    :func:`medtf.preprocess.resample` (outside) and :func:`medtf.preprocess.crop_or_pad` (padding)."""
+    y = np.asarray(x, dtype=np.float64)
+    sd = y.ndim - 1
+    valid = np.ones(amap.out_shape, dtype=bool)
+    for axis, (n, m, o, s) in enumerate(zip(y.shape[:sd], amap.out_shape, amap.offset, amap.scale)):
+        c = o + s * np.arange(m, dtype=np.float64)
+        shape = [1] * sd
+        shape[axis] = m
+        valid &= ((c >= -0.5 - 1e-9) & (c < n - 0.5)).reshape(shape)
+        cc = np.clip(c, 0.0, n - 1)
         lo = np.floor(cc).astype(np.int64)
         hi = np.minimum(lo + 1, n - 1)
         w = (cc - lo).reshape(shape + [1])
         a = np.take(y, lo, axis=axis)
         y = a + (np.take(y, hi, axis=axis) - a) * w
     y = np.where(valid[..., None], y, fill)
-    return y.astype(np.float32) if method == "linear" else y.astype(x.dtype)
+    return y.astype(np.float32)
 
 
 # -------------------------------------------------------------------------------------- stages

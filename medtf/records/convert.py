@@ -1029,24 +1029,22 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
     tasks: list[UnitTask] = []
     unit_paths: dict[str, list[str]] = {}
     unit_reject: dict[str, str] = {}
-    masks_of, used_masks = {}, set()
-    if config.masks:
-        masks_of, mask_rejects = index_masks(config.masks, config.pair)
-        for path, reason in mask_rejects:
-            files[pseudonymizer.source(_relpath(path, [pathlib.Path(os.path.abspath(config.masks))]),
-                                       keep_path=config.keep_paths)] = {"outcome": "rejected", "reason": reason}
-    targets_of, used_targets = {}, set()
-    target_root = [pathlib.Path(os.path.abspath(config.targets))] if config.targets else []
+    # --masks or --targets (exclusive): one pairing by key, rejections named in both directions
+    what = "mask" if config.masks else "target" if config.targets else None
+    pair_dir = config.masks or config.targets
+    pair_root = [pathlib.Path(os.path.abspath(pair_dir))] if pair_dir else []
+    prefix = "targets/" if what == "target" else ""
 
-    def target_name(path) -> str:  # "targets/<path in --targets>", pseudonymised like every input name
-        return pseudonymizer.source(f"targets/{_relpath(path, target_root)}", keep_path=config.keep_paths)
+    def pair_name(path) -> str:  # a paired file's manifest name ("targets/<path>" for targets), pseudonymised
+        return pseudonymizer.source(f"{prefix}{_relpath(path, pair_root)}", keep_path=config.keep_paths)
 
-    if config.targets:
-        if nnunet is not None:
+    pairs_of, used_pairs = {}, set()
+    if pair_dir:
+        if what == "target" and nnunet is not None:
             raise ConvertError("--targets: an nnU-Net dataset folder holds segmentation data, not restoration pairs")
-        targets_of, target_rejects = index_masks(config.targets, config.pair, what="target")
-        for path, reason in target_rejects:
-            files[target_name(path)] = {"outcome": "rejected", "reason": reason}
+        pairs_of, pair_rejects = index_masks(pair_dir, config.pair, what=what)
+        for path, reason in pair_rejects:
+            files[pair_name(path)] = {"outcome": "rejected", "reason": reason}
     for unit in units:
         unit_paths[unit.key] = sorted(name(p) for p in unit.paths)
         label, split, reason = _label_for(unit, table, roots)
@@ -1060,33 +1058,18 @@ def plan_conversion(config: ConvertConfig) -> tuple[ConversionPlan, object]:
                 unit_paths[unit.key] = unit_paths[unit.key] + [name(mask)]
             tasks.append(UnitTask(unit, label, nnunet.splits.get(unit.key), mask=mask))
             continue
-        if config.masks:
-            found = masks_of.get(pair_key(pathlib.PurePosixPath(unit.rel or unit.key).name, config.pair))
+        if pair_dir:
+            found = pairs_of.get(pair_key(pathlib.PurePosixPath(unit.rel or unit.key).name, config.pair))
             if unit.kind == "dicom_series" or found is None:
-                unit_reject[unit.key] = "no mask with the same key in --masks"
+                unit_reject[unit.key] = f"no {what} with the same key in --{what}s"
                 continue
-            used_masks.add(found)
-            tasks.append(UnitTask(unit, label, split, mask=found))
-            continue
-        if config.targets:
-            found = targets_of.get(pair_key(pathlib.PurePosixPath(unit.rel or unit.key).name, config.pair))
-            if unit.kind == "dicom_series" or found is None:
-                unit_reject[unit.key] = "no target with the same key in --targets"
-                continue
-            used_targets.add(found)
-            unit_paths[unit.key] = unit_paths[unit.key] + [target_name(found)]
-            tasks.append(UnitTask(unit, label, split, target=found))
+            used_pairs.add(found)
+            unit_paths[unit.key] = unit_paths[unit.key] + [pair_name(found)]  # the paired file beside its image
+            tasks.append(UnitTask(unit, label, split, **{what: found}))
             continue
         tasks.append(UnitTask(unit, label, split))
-    for tpath in sorted(set(targets_of.values()) - used_targets):
-        files[target_name(tpath)] = {"outcome": "rejected", "reason": "target without an image (no input has its key)"}
-    mask_root = [pathlib.Path(os.path.abspath(config.masks))] if config.masks else []
-    for mask in sorted(set(masks_of.values()) - used_masks):
-        files[pseudonymizer.source(_relpath(mask, mask_root), keep_path=config.keep_paths)] = {
-            "outcome": "rejected", "reason": "mask without an image (no input has its key)"}
-    for unit_key, mpath in ((t.unit.key, t.mask) for t in tasks if t.mask and config.masks):  # mask beside image
-        unit_paths[unit_key] = unit_paths[unit_key] + [pseudonymizer.source(_relpath(mpath, mask_root),
-                                                                            keep_path=config.keep_paths)]
+    for path in sorted(set(pairs_of.values()) - used_pairs):
+        files[pair_name(path)] = {"outcome": "rejected", "reason": f"{what} without an image (no input has its key)"}
     plan = ConversionPlan(
         config=config, out=str(out), work=work, fingerprint=fingerprint, roots=tuple(str(r) for r in roots),
         files=files, unit_paths=unit_paths, unit_reject=unit_reject, tasks=tasks, units=len(units),

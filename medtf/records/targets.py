@@ -31,6 +31,7 @@ import numpy as np
 from medtf.io import ReadError, ReadOptions, SourceUnit, classify, read_unit
 from medtf.preprocess import AxisMap, apply_intensity, map_channels, stage_map
 from medtf.preprocess.grid import resample_spacings
+from medtf.preprocess.numpy_ops import sample_linear
 from medtf.records.process import ProcessError, ProcessOptions
 
 
@@ -137,29 +138,6 @@ def target_map(amap: AxisMap, scale: tuple[int, ...]) -> AxisMap:
         tuple(kk * o + (1 - kk) * (s - 1.0) / 2.0 for kk, o, s in zip(k, amap.offset, amap.scale)),
         tuple(amap.scale),
     )
-
-
-def sample_linear(x: np.ndarray, amap: AxisMap, fill: float) -> np.ndarray:
-    """Sample the channels-last ``x`` on the output grid of ``amap`` (output index ``r`` → input index
-    ``offset + scale·r``) with separable linear interpolation (clamped inside the grid, float64, float32 out);
-    output voxels whose position lies outside ``[-0.5, n - 0.5)`` on any axis take ``fill`` — the rule of
-    :func:`medtf.preprocess.resample` (outside) and :func:`medtf.preprocess.crop_or_pad` (padding)."""
-    y = np.asarray(x, dtype=np.float64)
-    sd = y.ndim - 1
-    valid = np.ones(amap.out_shape, dtype=bool)
-    for axis, (n, m, o, s) in enumerate(zip(y.shape[:sd], amap.out_shape, amap.offset, amap.scale)):
-        c = o + s * np.arange(m, dtype=np.float64)
-        shape = [1] * sd
-        shape[axis] = m
-        valid &= ((c >= -0.5 - 1e-9) & (c < n - 0.5)).reshape(shape)
-        cc = np.clip(c, 0.0, n - 1)
-        lo = np.floor(cc).astype(np.int64)
-        hi = np.minimum(lo + 1, n - 1)
-        w = (cc - lo).reshape(shape + [1])
-        a = np.take(y, lo, axis=axis)
-        y = a + (np.take(y, hi, axis=axis) - a) * w
-    y = np.where(valid[..., None], y, fill)
-    return y.astype(np.float32)
 
 
 def crop_or_pad_at(x: np.ndarray, amap: AxisMap, fill) -> np.ndarray:
