@@ -1,26 +1,35 @@
-"""Export benchmark: what quantization costs on the pneumonia model (size, latency, ΔAUC).
+"""Export benchmark: what int8 costs on the pneumonia models (size, latency, ΔAUC), PTQ only.
 
-Trains the pneumonia recipe's model (medtf ``efficientnet`` B0, binary, PneumoniaMNIST 28×28 upsampled
-to ``--size``) for a short schedule, exports fp32 / fp16 / dynamic-range / full-int8 TFLite through
-``medtf.export``, evaluates every artifact on the official test split (624 images) against the Keras
-model, and times batch-1 inference with ``ai_edge_litert`` (2 threads). Latencies are measured
-round-robin (one invocation of each format in turn, median of ``--runs``) so that load from other
-processes on a shared machine hits every format alike; the ratios are taken within this run.
+Default: the three PneumoniaMNIST models of ``recipes/pneumonia_cxr`` (trained there, 64×64 grey):
 
-If full-int8 post-training quantization loses more than 0.01 AUC, quantization-aware training
-(``medtf.export.qat``, tf-keras + tensorflow-model-optimization in a subprocess) is run and reported.
+* ``efficientnet_b0``: the card's EfficientNet-B0, the recipe's default (``config.yaml``, swish + squeeze-excitation);
+* ``efficientnet_b0_lite``: the same B0 in its Lite form (``efficientnet_lite.yaml``: ReLU6, no SE);
+* ``student``: ``simple_cnn [16, 32, 64, 128]`` distilled from the B0 (``distill.yaml``, ``medtf distill``).
 
-    python benchmarks/export.py [--quick] [--size 64] [--epochs 6] [--runs 200] [--work DIR]
-    python benchmarks/export.py --run RUN     # a trained run folder, e.g. the pneumonia_cxr recipe's
+Runs missing from ``--work`` are trained first with the recipe configs (``benchmarks/recipes.py``'s helpers;
+EfficientNet about 10 minutes each on 2 cores). Every model is converted to fp32 / fp16 / dynamic-range TFLite and
+to full int8 by post-training quantization (no QAT) in several attempts:
 
-``--run`` benchmarks an existing run (``medtf train recipes/pneumonia_cxr/config.yaml`` or
-``benchmarks/recipes.py --only pneumonia_cxr``, whose default model is the compact CNN) through
-``medtf export RUN``: parity on the run's test split, then the same round-robin latency. Its figures
-are the top-level keys of ``export.json``; the EfficientNet-B0 figures stay under ``efficientnet_b0``.
+* ``ptq``: the converter's full-integer PTQ (per-channel weights, 1,000 calibration images, int8 I/O);
+* ``ptq_float_head``: the same with the output sigmoid in float (an int8 sigmoid has 256 levels, so confident
+  predictions tie and the AUC drops for that alone);
+* ``ptq_float_swish_se``: LOGISTIC, MUL and MEAN kept in float (swish and the squeeze-excitation gates; only
+  where the model has them);
+* ``ptq_ai_edge_quantizer``: the LiteRT quantizer's ``static_wi8_ai8`` recipe on the fp32 file, when
+  ``ai-edge-quantizer`` is installed (it is not a medtf dependency: it pins ai-edge-litert).
 
-Writes ``benchmarks/results/export.json`` (``--quick``: ``export_quick.json``) with
-``int8_size_ratio`` / ``int8_latency_ratio`` (÷ fp32 TFLite) / ``int8_delta_auc`` (Keras − export)
-and the same for fp16 and dynamic range.
+The attempt used for the ``int8_*`` figures is the one with the smallest **validation** ΔAUC (ties within 0.001:
+the faster file); test figures are read once per file. ΔAUC = Keras AUC − file AUC, on the 524 validation and
+624 test images, computed with scikit-learn. Latency: ai_edge_litert, batch 1, 2 threads, round-robin over all of
+a model's files (median of ``--runs``), so that load from other processes hits every file alike.
+
+    python benchmarks/export.py [--only efficientnet_b0,efficientnet_b0_lite,student] [--runs 200] [--work DIR]
+    python benchmarks/export.py --run RUN     # a trained run folder through ``medtf export`` (parity gate)
+
+``--run`` benchmarks an existing run (e.g. the compact CNN of ``compact.yaml``, the ``pneumonia_cxr`` row of
+``benchmarks/recipes.py``) through
+``medtf export RUN``; its figures are the top-level keys of ``benchmarks/results/export.json``, the default
+mode's models are under their names beside them.
 """
 
 from __future__ import annotations
@@ -44,63 +53,216 @@ SHARED_DATA = pathlib.Path(os.environ.get("MEDTF_SHARED_DATA", REPO.parent / "sh
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def load_pneumonia(size: int):
-    """PneumoniaMNIST splits preprocessed with the model's Preprocessing (NumPy reference)."""
-    from medtf.preprocess import Preprocessing
-    from medtf.export.edge import preprocess
-
-    path = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist.npz"
-    if not path.is_file():
-        sys.exit(f"PneumoniaMNIST not found at {path} (set MEDTF_SHARED_DATA)")
-    spec = Preprocessing(intensity="scale", scale=255.0, size=(size, size), channels=3)
-    data = np.load(path)
-    out = {}
-    for split in ("train", "val", "test"):
-        imgs = data[f"{split}_images"]
-        out[split] = (np.stack([preprocess(im[..., None], spec) for im in imgs]),
-                      data[f"{split}_labels"].reshape(-1).astype(np.float32))
-    return spec, out
+#: model key → (recipe config, run name in --work/runs, how it is trained)
+MODELS = {
+    "efficientnet_b0": ("config.yaml", "pneumonia_cxr_efficientnet_s0", "train"),
+    "efficientnet_b0_lite": ("efficientnet_lite.yaml", "pneumonia_cxr_efficientnet_lite_s0", "train"),
+    "student": ("distill.yaml", "pneumonia_cxr_student", "distill"),
+}
+PTQ_ATTEMPTS = {
+    "ptq": (),
+    "ptq_float_head": ("LOGISTIC",),  # by node name when the model has other sigmoids (bench_model)
+    "ptq_float_swish_se": ("LOGISTIC", "MUL", "MEAN"),
+}
+TARGETS = {"int8_size_ratio": 0.3, "int8_latency_ratio": 0.6, "int8_delta_auc": 0.01}
 
 
-def build_model(size: int):
-    """medtf's efficientnet (B0) binary classifier; keras.applications B0 + head if the builder is missing."""
-    import keras
+def _recipes():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import recipes
 
-    try:
-        from medtf import models
-
-        return models.build("efficientnet", input_shape=(size, size, 3), num_classes=2, task="binary"), \
-            "medtf.models efficientnet (B0), binary head"
-    except (KeyError, ImportError, AttributeError) as exc:
-        print(f"medtf efficientnet builder unavailable ({exc}); using keras.applications.EfficientNetB0")
-    inp = keras.Input((size, size, 3), name="image")
-    x = keras.layers.Rescaling(255.0, name="input_scale")(inp)
-    base = keras.applications.EfficientNetB0(include_top=False, weights=None, input_tensor=x, pooling="avg")
-    x = keras.layers.Dropout(0.2, name="head_dropout")(base.output)
-    out = keras.layers.Dense(1, activation="sigmoid", name="predictions", dtype="float32")(x)
-    return keras.Model(inp, out, name="efficientnet_b0"), "keras.applications EfficientNetB0 + sigmoid head"
+    return recipes
 
 
-def train(model, data, epochs: int, seed: int):
-    import keras
+def ensure_run(key: str, work: pathlib.Path) -> pathlib.Path:
+    """The trained run for ``key`` in ``work/runs`` (trained with the recipe config when missing)."""
+    rx = _recipes()
+    config, name, how = MODELS[key]
+    run = work / "runs" / name
+    if (run / "model.keras").is_file() and (run / "model.json").is_file():
+        return run
+    records = rx._convert_npz(rx._shared("pneumoniamnist") / "pneumoniamnist.npz", work / "records" / "pneumoniamnist")
+    if how == "distill":
+        from medtf.cli.main import main as medtf_main
 
-    keras.utils.set_random_seed(seed)
-    x, y = data["train"]
-    xv, yv = data["val"]
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc")])
-    best = {"auc": -1.0, "weights": None}
+        teacher = ensure_run("efficientnet_b0", work)
+        print(f"distilling {name} from {teacher.name} …", flush=True)
+        code = medtf_main(["distill", str(teacher), str(REPO / "recipes" / "pneumonia_cxr" / config),
+                           "--set", f"output_dir={work / 'runs'}", "--set", f"run_name={name}",
+                           "--set", "verbose=2", "--overwrite"])
+        if code != 0:
+            raise RuntimeError(f"medtf distill exited {code}")
+        return run
+    print(f"training {name} ({config}) …", flush=True)
+    ctx = rx.Ctx(work, quick=False, seed=0)
+    return rx._train("pneumonia_cxr", ctx, records, extra=[f"run_name={name.removesuffix('_s0')}"],
+                     config_name=config)
 
-    class KeepBest(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if logs and logs.get("val_auc", -1) > best["auc"]:
-                best["auc"] = float(logs["val_auc"])
-                best["weights"] = self.model.get_weights()
 
-    model.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=64, verbose=2, callbacks=[KeepBest()])
-    if best["weights"] is not None:
-        model.set_weights(best["weights"])
-    return best["auc"]
+def _auc(y, p) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p))
+
+
+def _tflite_probs(flat: bytes, x: np.ndarray) -> np.ndarray:
+    """Probabilities of a flatbuffer on preprocessed inputs, batch 1 (int8 I/O quantized/dequantized)."""
+    from medtf.export.edge import quantize
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=flat, num_threads=2)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    out = np.empty(len(x), np.float32)
+    for k, row in enumerate(x):
+        v = row[None].astype(np.float32)
+        if i["dtype"] != np.float32:
+            v = quantize(v, *i["quantization"], i["dtype"])
+        it.set_tensor(i["index"], v)
+        it.invoke()
+        r = it.get_tensor(o["index"]).astype(np.float32)
+        if o["dtype"] != np.float32:
+            r = (r - o["quantization"][1]) * o["quantization"][0]
+        out[k] = r.reshape(-1)[-1]
+    return out
+
+
+def _ops(flat: bytes) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=flat)
+    ops: dict = {}
+    for d in it._get_ops_details():
+        ops[d["op_name"]] = ops.get(d["op_name"], 0) + 1
+    return ops
+
+
+def bench_model(key: str, run: pathlib.Path, runs: int, work: pathlib.Path) -> dict:
+    """fp32 / fp16 / dynamic / PTQ int8 attempts of one run: sizes, val and test ΔAUC, round-robin latency."""
+    from medtf.export import litert
+    from medtf.training.run import RunInfo, load_model
+
+    rx = _recipes()
+    info = RunInfo.load(run)
+    model = litert.float32_model(load_model(run))
+    records = work / "records" / "pneumoniamnist"
+    data = {s: rx._arrays(records, s, run) for s in ("train", "val", "test")}
+    y = {s: data[s][1].reshape(len(data[s][1]), -1)[:, -1] for s in data}
+    ref = {s: model.predict(data[s][0], batch_size=128, verbose=0).reshape(-1) for s in ("val", "test")}
+    ref_auc = {s: _auc(y[s], ref[s]) for s in ref}
+    thr = float(info.threshold) if info.threshold is not None else 0.5
+    calib = data["train"][0][np.random.default_rng(0).permutation(len(data["train"][0]))[:1000]]
+    out_dir = work / "export" / key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {}
+    for fmt in ("tflite-fp32", "tflite-fp16", "tflite-dynamic"):
+        files[fmt.replace("tflite-", "")] = litert.convert(model, fmt)
+    base_ops = None
+    for name, float_ops in PTQ_ATTEMPTS.items():
+        t0 = time.time()
+        if name == "ptq_float_swish_se" and base_ops is not None and not base_ops.get("MUL"):
+            continue  # no swish/SE in this model: same file as ptq_float_head
+        if name == "ptq_float_head" and base_ops.get("LOGISTIC", 0) > 1:
+            # other sigmoids (swish, SE gates) stay int8: only the output op's node is denylisted, by name
+            files[name] = _float_output_only(model, calib)
+        else:
+            files[name] = litert.convert(model, "tflite-int8", calibration=calib, float_ops=float_ops,
+                                         max_calibration=None)
+        if name == "ptq":
+            base_ops = _ops(files[name])
+        print(f"  {key}: {name} converted in {time.time() - t0:.0f}s", flush=True)
+    try:  # the LiteRT quantizer, where installed (pip install ai-edge-quantizer; not a medtf dependency)
+        t0 = time.time()
+        files["ptq_ai_edge_quantizer"] = _ai_edge_quantizer_int8(files["fp32"], calib)
+        print(f"  {key}: ptq_ai_edge_quantizer converted in {time.time() - t0:.0f}s", flush=True)
+    except ImportError:
+        print(f"  {key}: ai-edge-quantizer not installed: attempt skipped", flush=True)
+    paths = {}
+    for name, flat in files.items():
+        paths[name] = out_dir / f"{name}.tflite"
+        paths[name].write_bytes(flat)
+    rows: dict = {}
+    for name, flat in files.items():
+        p = {s: _tflite_probs(flat, data[s][0]) for s in ("val", "test")}
+        rows[name] = {"size_bytes": len(flat), "val_auc": _auc(y["val"], p["val"]),
+                      "val_delta_auc": ref_auc["val"] - _auc(y["val"], p["val"]),
+                      "auc": _auc(y["test"], p["test"]), "delta_auc": ref_auc["test"] - _auc(y["test"], p["test"]),
+                      "agreement": float(((p["test"] >= thr) == (ref["test"] >= thr)).mean()),
+                      "max_abs_dprob": float(np.abs(p["test"] - ref["test"]).max()),
+                      "mean_abs_dprob": float(np.abs(p["test"] - ref["test"]).mean()),
+                      "distinct_test_outputs": int(len(np.unique(p["test"]))), "ops": _ops(flat)}
+        print(f"  {key}: {name:<20} val ΔAUC {rows[name]['val_delta_auc']:+.4f}  test ΔAUC "
+              f"{rows[name]['delta_auc']:+.4f}  {len(flat) / 1e6:.2f} MB", flush=True)
+    print(f"  {key}: round-robin latency, {runs} runs per file, 2 threads …", flush=True)
+    lat = round_robin_latency(paths, runs)
+    fp32 = rows["fp32"]
+    for name, r in rows.items():
+        r.update(lat[name])
+        r["size_ratio"] = r["size_bytes"] / fp32["size_bytes"]
+        r["latency_ratio"] = lat[name]["p50_ms"] / lat["fp32"]["p50_ms"]
+    attempts = [n for n in rows if n.startswith("ptq")]
+    best = min(attempts, key=lambda n: (round(rows[n]["val_delta_auc"], 3), rows[n]["p50_ms"]))
+    res = {"run": rx._rel(run), "model": info.name, "config": f"recipes/pneumonia_cxr/{MODELS[key][0]}",
+           "params": int(model.count_params()), "keras_val_auc": ref_auc["val"], "keras_test_auc": ref_auc["test"],
+           "threshold": thr, "calibration_examples": int(len(calib)), "latency_runs": runs, "threads": 2,
+           "runtime": "ai_edge_litert", "files": rows, "int8_ptq_attempts": attempts, "int8_ptq_selected": best,
+           "int8_ptq_selection": "smallest validation ΔAUC (ties within 0.001: lower p50 latency)"}
+    for fmt in ("fp16", "dynamic"):
+        for k in ("size_ratio", "latency_ratio", "delta_auc"):
+            res[f"{fmt}_{k}"] = rows[fmt][k]
+    for k in ("size_ratio", "latency_ratio", "delta_auc"):
+        res[f"int8_{k}"] = rows[best][k]
+    res["int8_ptq_delta_auc"] = rows[best]["delta_auc"]
+    res["int8_ptq_val_delta_auc"] = rows[best]["val_delta_auc"]
+    for n in attempts:
+        res[f"int8_{n}_delta_auc"] = rows[n]["delta_auc"]
+    res["targets"] = TARGETS
+    res["targets_met"] = {k: bool(res[k] <= v) for k, v in TARGETS.items()}
+    return res
+
+
+def _ai_edge_quantizer_int8(fp32: bytes, calib: np.ndarray) -> bytes:
+    """Full int8 by ``ai_edge_quantizer`` (recipe ``static_wi8_ai8``: int8 weights per channel, int8 activations,
+    min/max calibration on ``calib``) from the fp32 flatbuffer."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    signatures = Interpreter(model_content=fp32).get_signature_list()
+    key = next(iter(signatures))
+    name = signatures[key]["inputs"][0]
+    qt = quantizer.Quantizer(fp32, recipe.static_wi8_ai8())
+    result = qt.calibrate({key: [{name: row[None]} for row in calib]}, num_threads=2)
+    return bytes(qt.quantize(result).quantized_model)
+
+
+def _float_output_only(model, calib) -> bytes:
+    """Full int8 with only the model's output op (the head's sigmoid) in float: the debugger denylists the
+    output tensor's node by name."""
+    import tensorflow as tf
+
+    from medtf.export import litert
+
+    with tempfile.TemporaryDirectory(prefix="medtf-bench-") as tmp:
+        litert.write_conversion_savedmodel(model, tmp)
+
+        def converter():
+            c = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
+            c.optimizations = [tf.lite.Optimize.DEFAULT]
+            c.representative_dataset = litert._representative(calib, None)
+            return c
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        # node names are the float graph's (in a quantized file the output name moves to its DEQUANTIZE)
+        base = Interpreter(model_content=litert.convert(model, "tflite-fp32"))
+        ops = base._get_ops_details()
+        tensors = base.get_tensor_details()
+        last = [d for d in ops if d["op_name"] == "LOGISTIC"][-1]
+        names = [tensors[j]["name"] for j in last["outputs"]]
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+        dbg = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_options=options,
+                                                        debug_dataset=litert._representative(calib, 8))
+        return bytes(dbg.get_nondebug_quantized_model())
 
 
 def round_robin_latency(paths: dict, runs: int, threads: int = 2) -> dict:
@@ -155,34 +317,51 @@ def bench_run(run: pathlib.Path, runs: int, work: pathlib.Path) -> dict:
     return result
 
 
+def markdown(results: dict) -> str:
+    """One table per default-mode model in ``results`` (export.json): every file, with the int8 attempt used."""
+    lines = []
+    for key in MODELS:
+        res = results.get(key)
+        if not res:
+            continue
+        lines += [f"**{key}** (`{res['config']}`, {res['params']:,} parameters; Keras AUC val {res['keras_val_auc']:.4f}, "
+                  f"test {res['keras_test_auc']:.4f}; int8 = `{res['int8_ptq_selected']}`, chosen on validation):", "",
+                  "| file | size MB | size ÷ fp32 | p50 ms | latency ÷ fp32 | val ΔAUC | test ΔAUC |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in res["files"].items():
+            mark = " ◀" if name == res["int8_ptq_selected"] else ""
+            lines.append(f"| {name}{mark} | {r['size_bytes'] / 1e6:.2f} | {r['size_ratio']:.3f} | {r['p50_ms']:.3f} | "
+                         f"{r['latency_ratio']:.3f} | {r['val_delta_auc']:+.4f} | {r['delta_auc']:+.4f} |")
+        met = ", ".join(f"{k.replace('int8_', '')} {res[k]:.3f} {'≤' if ok else '>'} {TARGETS[k]}"
+                        for k, ok in res["targets_met"].items())
+        lines += ["", f"Targets: {met}.", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default=None, help="benchmark this trained run folder (e.g. the pneumonia_cxr recipe's)")
-    ap.add_argument("--quick", action="store_true", help="1 epoch, 32×32, 60 latency runs")
-    ap.add_argument("--size", type=int, default=None, help="input size (default 64; quick 32)")
-    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 6; quick 1)")
-    ap.add_argument("--runs", type=int, default=None, help="latency runs per format (default 200; quick 60)")
-    ap.add_argument("--calibration", type=int, default=500, help="int8 calibration examples (≥ 200)")
-    ap.add_argument("--work", default=None, help="folder for the model and exports (default: a temp dir)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--qat", choices=["auto", "always", "never"], default="auto",
-                    help="quantization-aware training: when PTQ misses ΔAUC ≤ 0.01 (auto), always or never")
+    ap.add_argument("--run", default=None, help="benchmark this trained run folder through medtf export")
+    ap.add_argument("--only", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    ap.add_argument("--runs", type=int, default=200, help="latency runs per file (default 200)")
+    ap.add_argument("--work", default=str(REPO / "benchmarks" / "_work"),
+                    help="folder with records/ and runs/ (benchmarks/recipes.py's; missing runs are trained)")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print the README/docs tables of the default mode's models from export.json and exit")
     args = ap.parse_args(argv)
+    out = RESULTS / "export.json"
+    if args.markdown:
+        print(markdown(json.loads(out.read_text())))
+        return 0
+    previous = json.loads(out.read_text()) if out.exists() else {}
     if args.run:
         t_start = time.time()
-        work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="medtf-export-bench-"))
-        result = bench_run(pathlib.Path(args.run), args.runs or 200, work)
+        work = pathlib.Path(tempfile.mkdtemp(prefix="medtf-export-bench-"))
+        result = bench_run(pathlib.Path(args.run), args.runs, work)
         result["host"] = {"machine": platform.machine(), "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
-        targets = {"int8_size_ratio": 0.3, "int8_latency_ratio": 0.6, "int8_delta_auc": 0.01}
-        result["targets"] = targets
-        result["targets_met"] = {k: bool(result[k] <= v) for k, v in targets.items()}
+        result["targets"] = TARGETS
+        result["targets_met"] = {k: bool(result[k] <= v) for k, v in TARGETS.items()}
         result["wall_s"] = round(time.time() - t_start, 1)
-        out = RESULTS / "export.json"
-        previous = json.loads(out.read_text()) if out.exists() else {}
-        if previous.get("subject") != "run" and previous:
-            result["efficientnet_b0"] = previous  # the training-mode figures, kept beside
-        elif "efficientnet_b0" in previous:
-            result["efficientnet_b0"] = previous["efficientnet_b0"]
+        result.update({k: v for k, v in previous.items() if k in MODELS})  # the default mode's models, kept
         for k in ("fp16", "dynamic", "int8"):
             print(f"{k:<8} size ÷ fp32 {result[k + '_size_ratio']:.3f}  latency ÷ fp32 {result[k + '_latency_ratio']:.3f}"
                   f"  ΔAUC {result[k + '_delta_auc']:+.4f}")
@@ -190,123 +369,37 @@ def main(argv=None) -> int:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out.relative_to(REPO)}")
         return 0 if all(result["targets_met"].values()) else 1
-    size = args.size or (32 if args.quick else 64)
-    epochs = args.epochs or (1 if args.quick else 6)
-    runs = args.runs or (60 if args.quick else 200)
-
-    import keras
-    import tensorflow as tf
-
-    from medtf.export import litert, parity
-
-    work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="medtf-bench-export-"))
-    work.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
-    spec, data = load_pneumonia(size)
-    model_path = work / f"model_{size}.keras"
-    if model_path.is_file() and args.work:
-        print(f"reusing {model_path}")
-        model = keras.models.load_model(model_path)
-        info_path = work / f"model_{size}.json"
-        saved = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        model_desc = saved.get("model", "unknown") + f" (reused {model_path.name})"
-        val_auc, epochs = saved.get("val_auc"), saved.get("epochs", epochs)
-    else:
-        model, model_desc = build_model(size)
-        print(f"training {model_desc} on PneumoniaMNIST {size}×{size} for {epochs} epoch(s) …", flush=True)
-        val_auc = train(model, data, epochs, args.seed)
-        model.save(model_path)
-        (work / f"model_{size}.json").write_text(json.dumps({"model": model_desc, "val_auc": val_auc,
-                                                              "epochs": epochs}))
-    x_test, y_test = data["test"]
-    rng = np.random.default_rng(args.seed)
-    calib = data["train"][0][rng.permutation(len(data["train"][0]))[: args.calibration]]
-
-    paths, meta = {}, {}
-    common = dict(preprocessing=spec.to_dict(), task="binary", class_names=["normal", "pneumonia"],
-                  source_run=model_path.name, name="pneumonia")
-    for fmt in litert.FORMATS:
+    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        print(f"error: unknown model(s) {unknown}; choose from {list(MODELS)}", file=sys.stderr)
+        return 2
+    work = pathlib.Path(args.work).resolve()
+    code = 0
+    for key in keys:
         t0 = time.time()
-        paths[fmt] = work / f"pneumonia_{fmt.replace('tflite-', '')}.tflite"
-        meta[fmt] = litert.export_tflite(model, paths[fmt], fmt, calibration=calib, **common)
-        print(f"exported {fmt}: {meta[fmt]['size_bytes'] / 1e6:.2f} MB in {time.time() - t0:.1f}s", flush=True)
-
-    report = parity.parity_report(model, paths, x_test, y_test, task="binary", runs=50, threads=2,
-                                  reference_size_path=model_path)
-    qat_info = None
-    if args.qat == "always" or (args.qat == "auto" and report["exports"]["tflite-int8"]["delta"] > 0.01):
-        from medtf.export import qat
-
-        print("int8 PTQ ΔAUC above 0.01 → quantization-aware training", flush=True)
-        xt, yt = data["train"]
-        qpath = work / "pneumonia_int8_qat.tflite"
-        qat_info = qat.quantization_aware_int8(
-            model, qpath, x_train=xt, y_train=yt[:, None], calibration=calib, task="binary",
-            epochs=max(1, epochs // 3), metadata=common)
-        paths["tflite-int8-qat"] = qpath
-        report = parity.parity_report(model, paths, x_test, y_test, task="binary", runs=50, threads=2,
-                                      reference_size_path=model_path)
-    print(parity.format_table(report))
-
-    print(f"round-robin latency, {runs} runs per format, 2 threads …", flush=True)
-    lat = round_robin_latency(paths, runs)
-    fp32 = paths["tflite-fp32"].stat().st_size
-    result = {
-        "benchmark": "export",
-        "model": model_desc,
-        "input": [size, size, 3],
-        "epochs": epochs,
-        "quick": bool(args.quick),
-        "test_examples": int(len(x_test)),
-        "calibration_examples": int(len(calib)),
-        "keras_test_auc": report["reference"]["auc"],
-        "keras_val_auc": val_auc,
-        "latency_runs": runs,
-        "threads": 2,
-        "runtime": "ai_edge_litert",
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                 "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-                 "tensorflow": tf.__version__},
-        "formats": {},
-    }
-    for fmt, path in paths.items():
-        e = report["exports"][fmt]
-        key = fmt.replace("tflite-", "").replace("-", "_")
-        size_ratio = path.stat().st_size / fp32
-        lat_ratio = lat[fmt]["p50_ms"] / lat["tflite-fp32"]["p50_ms"]
-        result["formats"][fmt] = {"size_bytes": path.stat().st_size, "auc": e["export"]["auc"],
-                                  "delta_auc": e["delta"], "agreement": e["agreement"],
-                                  "max_abs_dprob": e["max_abs_dprob"], **lat[fmt]}
-        if fmt != "tflite-fp32":
-            result[f"{key}_size_ratio"] = size_ratio
-            result[f"{key}_latency_ratio"] = lat_ratio
-        result[f"{key}_delta_auc"] = e["delta"]
-    if qat_info is not None:
-        result["qat"] = {k: v for k, v in qat_info.items() if k not in ("history",)}
-        result["qat"]["history"] = qat_info.get("history")
-        # QAT stands in for int8 when PTQ misses the AUC target: all three int8 figures then come from
-        # the QAT artifact; the PTQ figures stay under int8_ptq_*
-        for k in ("size_ratio", "latency_ratio", "delta_auc"):
-            result[f"int8_ptq_{k}"] = result[f"int8_{k}"]
-            result[f"int8_{k}"] = result[f"int8_qat_{k}"]
-        result["int8_source"] = "qat"
-    else:
-        result["int8_source"] = "ptq"
-    targets = {"int8_size_ratio": 0.3, "int8_latency_ratio": 0.6, "int8_delta_auc": 0.01}
-    result["targets"] = targets
-    result["targets_met"] = {k: bool(result[k] <= v) for k, v in targets.items()}
-    result["wall_s"] = round(time.time() - t_start, 1)
-
-    print(f"\n{'format':<18}{'size MB':>9}{'size ratio':>12}{'p50 ms':>9}{'lat ratio':>11}{'AUC':>8}{'ΔAUC':>9}")
-    for fmt, f in result["formats"].items():
-        print(f"{fmt:<18}{f['size_bytes'] / 1e6:>9.2f}{f['size_bytes'] / fp32:>12.3f}{f['p50_ms']:>9.2f}"
-              f"{f['p50_ms'] / lat['tflite-fp32']['p50_ms']:>11.3f}{f['auc']:>8.4f}{f['delta_auc']:>+9.4f}")
-    print(f"Keras test AUC {result['keras_test_auc']:.4f}; targets met: {result['targets_met']}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("export_quick.json" if args.quick else "export.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
-    return 0
+        print(f"\n=== {key} ===", flush=True)
+        try:
+            run = ensure_run(key, work)
+        except FileNotFoundError as exc:
+            print(f"skipped: {exc}")
+            continue
+        res = bench_model(key, run, args.runs, work)
+        res["wall_s"] = round(time.time() - t0, 1)
+        res["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        res["host"] = {"machine": platform.machine(), "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
+        print(f"\n{key}: Keras test AUC {res['keras_test_auc']:.4f} (val {res['keras_val_auc']:.4f})")
+        print(f"{'file':<22}{'MB':>7}{'size ratio':>11}{'p50 ms':>8}{'lat ratio':>10}{'val ΔAUC':>10}{'test ΔAUC':>10}")
+        for name, r in res["files"].items():
+            print(f"{name:<22}{r['size_bytes'] / 1e6:>7.2f}{r['size_ratio']:>11.3f}{r['p50_ms']:>8.3f}"
+                  f"{r['latency_ratio']:>10.3f}{r['val_delta_auc']:>+10.4f}{r['delta_auc']:>+10.4f}")
+        print(f"int8 = {res['int8_ptq_selected']} (chosen on validation); targets met: {res['targets_met']}")
+        previous = json.loads(out.read_text()) if out.exists() else {}
+        previous[key] = res
+        out.write_text(json.dumps(previous, indent=2) + "\n")
+        print(f"wrote {out.relative_to(REPO)}")
+        code = code or (0 if all(res["targets_met"].values()) else 1)
+    return code
 
 
 if __name__ == "__main__":

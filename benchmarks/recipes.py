@@ -73,7 +73,8 @@ class Ctx:
 def aggregate_seeds(runs: dict[int, dict]) -> dict:
     """One recipe row from several seeded runs: every number that all runs report becomes the mean under its
     own key, with ``<key>_std`` (sample sd, ddof=1) and ``<key>_per_seed`` beside it; ``seeds`` lists the
-    seeds and ``per_seed`` keeps each run's full result."""
+    seeds and ``per_seed`` keeps each run's full result. One run's confidence interval (``*_ci``) says nothing
+    about the mean, so it stays in ``per_seed`` only; other non-numeric values come from the first seed."""
     import statistics
 
     seeds = sorted(runs)
@@ -85,7 +86,7 @@ def aggregate_seeds(runs: dict[int, dict]) -> dict:
             row[key] = float(statistics.fmean(values))
             row[f"{key}_std"] = float(statistics.stdev(values)) if len(values) > 1 else 0.0
             row[f"{key}_per_seed"] = [float(v) for v in values]
-        elif key not in row:
+        elif key not in row and not key.endswith("_ci"):
             row[key] = value
     return row
 
@@ -140,15 +141,20 @@ def _train(recipe: str, ctx: Ctx, records: pathlib.Path, extra=(), config_name: 
     return pathlib.Path(train(cfg))
 
 
-def _trained_or_train(recipe: str, ctx: Ctx, records: pathlib.Path) -> pathlib.Path:
-    """With ``--reuse``, the finished run of ``recipe`` in ``--work`` (model.keras + model.json, no resume
-    backup left); otherwise a fresh :func:`_train`."""
-    run = ctx.work / "runs" / ctx.run_name(recipe)
+def _trained_or_train(recipe: str, ctx: Ctx, records: pathlib.Path, *, name: str | None = None,
+                      config_name: str = "config.yaml") -> tuple[pathlib.Path, float]:
+    """``(run, train_minutes)``. With ``--reuse``, the finished run ``name`` (default: the recipe) in ``--work``
+    (model.keras + model.json, no resume backup left), its minutes taken from the run's own span (resolved config
+    written at its start, history.csv after its last epoch); otherwise a fresh :func:`_train`."""
+    name = name or recipe
+    run = ctx.work / "runs" / ctx.run_name(name)
     done = (run / "model.keras").is_file() and (run / "model.json").is_file() and not (run / "checkpoints" / "backup").exists()
     if ctx.reuse and done:
         print(f"--reuse: evaluating the trained run {_rel(run)}", flush=True)
-        return run
-    return _train(recipe, ctx, records)
+        return run, ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    t0 = time.perf_counter()
+    run = _train(recipe, ctx, records, extra=[f"run_name={name}"], config_name=config_name)
+    return run, (time.perf_counter() - t0) / 60
 
 
 def _fold_ensemble_report(run: pathlib.Path) -> dict:
@@ -192,9 +198,7 @@ def _classification(recipe: str, ctx: Ctx, records: pathlib.Path, *, int8: bool 
     from medtf.evaluation.evaluate import evaluate_run
 
     name = name or recipe
-    t0 = time.perf_counter()
-    run = _train(recipe, ctx, records, extra=[f"run_name={name}"], config_name=config_name)
-    train_min = (time.perf_counter() - t0) / 60
+    run, train_min = _trained_or_train(recipe, ctx, records, name=name, config_name=config_name)
     plain = None
     if (run / "folds.json").exists():
         rep = _fold_ensemble_report(run)
@@ -248,14 +252,14 @@ def _int8_parity(run, records, ctx: Ctx, recipe: str) -> dict:
 
 def pneumonia_cxr(ctx: Ctx) -> dict:
     rec = _convert_npz(_shared("pneumoniamnist") / "pneumoniamnist.npz", ctx.work / "records" / "pneumoniamnist")
-    return _classification("pneumonia_cxr", ctx, rec, int8=True)
+    return _classification("pneumonia_cxr", ctx, rec, int8=True, config_name="compact.yaml")
 
 
 def pneumonia_cxr_efficientnet(ctx: Ctx) -> dict:
-    """The card's classifier on the same records: ``recipes/pneumonia_cxr/efficientnet.yaml`` (EfficientNet-B0
+    """The recipe's default, the card's classifier: ``recipes/pneumonia_cxr/config.yaml`` (EfficientNet-B0
     from scratch, 64 px grey)."""
     rec = _convert_npz(_shared("pneumoniamnist") / "pneumoniamnist.npz", ctx.work / "records" / "pneumoniamnist")
-    return _classification("pneumonia_cxr", ctx, rec, name="pneumonia_cxr_efficientnet", config_name="efficientnet.yaml")
+    return _classification("pneumonia_cxr", ctx, rec, name="pneumonia_cxr_efficientnet", config_name="config.yaml")
 
 
 def diabetic_retinopathy(ctx: Ctx) -> dict:
@@ -309,11 +313,7 @@ def em_membrane(ctx: Ctx) -> dict:
     rec = _convert([src / "image"], ctx.work / "records" / "isbi2012", masks=str(src / "label"),
                    mask_map=((0, 1), (255, 0)), labels=str(REPO / "recipes" / "em_membrane" / "splits.csv"),
                    split="input", tile=(256, 256))
-    t0 = time.perf_counter()
-    run = _trained_or_train("em_membrane", ctx, rec)
-    train_min = (time.perf_counter() - t0) / 60
-    if ctx.reuse:  # the run's own span: resolved config written at its start, history.csv after its last epoch
-        train_min = ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    run, train_min = _trained_or_train("em_membrane", ctx, rec)
     model = load_model(run)
 
     arrays = {split: _arrays(rec, split, run) for split in ("val", "test")}  # read each split once
@@ -364,11 +364,7 @@ def brain_tumor_mri(ctx: Ctx) -> dict:
     build(_shared("brats2015_deepmedic"), folder)
     rec = _convert([folder], ctx.work / "records" / "brats2015", mode="slice", split="train=1.0",
                    process=ProcessOptions(size=(208, 208), resize="crop_or_pad"))
-    t0 = time.perf_counter()
-    run = _trained_or_train("brain_tumor_mri", ctx, rec)
-    train_min = (time.perf_counter() - t0) / 60
-    if ctx.reuse:  # the run's own span: resolved config written at its start, history.csv after its last epoch
-        train_min = ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    run, train_min = _trained_or_train("brain_tumor_mri", ctx, rec)
     names = (("whole_tumor", "whole tumor"), ("tumor_core", "tumor core"), ("enhancing", "enhancing tumor"))
     rep = evaluate_run(run, "test", progress=False)
     regions = rep["metrics"]["per_region"]
@@ -402,11 +398,7 @@ def ct_denoising(ctx: Ctx) -> dict:
                                  "-o", str(rec), "--overwrite", "--no-progress"])
         if code != 0:
             raise RuntimeError(f"tfrecord-convert of {data} failed (exit {code})")
-    t0 = time.perf_counter()
-    run = _trained_or_train("ct_denoising", ctx, rec)
-    train_min = (time.perf_counter() - t0) / 60
-    if ctx.reuse:  # the run's own span: resolved config written at its start, history.csv after its last epoch
-        train_min = ((run / "history.csv").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    run, train_min = _trained_or_train("ct_denoising", ctx, rec)
     rep = evaluate_run(run, "test", out_dir=ctx.work / "reports" / "ct_denoising", progress=False)
     rows = {r["method"]: r for r in rep["metrics"]["comparison"]}
     m_model, m_noisy, m_nlm = rows["model"], rows["input"], rows["nlm"]
@@ -486,8 +478,8 @@ def main(argv=None) -> int:
                    help="comma-separated training seeds (e.g. 0,1,2): each recipe runs once per seed and its row "
                         "holds the mean, <key>_std and <key>_per_seed")
     p.add_argument("--reuse", action="store_true",
-                   help="brain_tumor_mri, ct_denoising, em_membrane: evaluate the model already trained in --work "
-                        "instead of training")
+                   help="evaluate the run already trained in --work (same name, seed suffix included) instead of "
+                        "training it again; runs that are missing or unfinished are trained")
     a = p.parse_args(argv)
     names = list(RECIPES) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in RECIPES]

@@ -33,6 +33,10 @@ def register(subparsers) -> None:
                    help="runtime the TFLite files must run on")
     p.add_argument("--io", choices=("int8", "uint8", "float32"), default="int8", help="int8 model I/O type")
     p.add_argument("--calibration-examples", type=int, default=500, help="int8 calibration examples (>= 200)")
+    p.add_argument("--int8-float-ops", default=None, metavar="OPS",
+                   help="comma-separated TFLite ops kept in float32 in the int8 file (selective PTQ), e.g. LOGISTIC "
+                        "(the output sigmoid: probabilities without 1/256 steps) or LOGISTIC,MUL,MEAN (EfficientNet's "
+                        "swish and squeeze-excitation); the file then has float32 I/O. See docs/export.md")
     p.add_argument("--calibration-split", default=None,
                    help="records split the int8 calibration (and QAT) examples come from (default: the run's train split)")
     p.add_argument("--gate", default=None, help="parity gates, e.g. 'int8=0.01,fp16=0.001' (max metric drop)")
@@ -131,7 +135,9 @@ def _export_one(fmt, model, out, name, args, info, calibration, common, export_s
         artifacts[fmt] = path
         return
     path = out / f"{name}_{fmt.replace('tflite-', '')}.tflite"
-    litert.export_tflite(model, path, fmt, calibration=calibration, io_dtype=args.io, target=args.target, **common)
+    float_ops = tuple(args.int8_float_ops or ()) if fmt == "tflite-int8" else ()
+    litert.export_tflite(model, path, fmt, calibration=calibration, io_dtype=args.io, target=args.target,
+                         float_ops=float_ops, **common)
     artifacts[fmt] = path
 
 
@@ -214,6 +220,14 @@ def run(args) -> int:
     if args.prune is not None and not 0 < args.prune < 1:
         print(f"error: --prune must be in (0, 1). Received: {args.prune}", file=sys.stderr)
         return EXIT_USAGE
+    if args.int8_float_ops:
+        from medtf.export.litert import parse_float_ops
+
+        try:
+            args.int8_float_ops = parse_float_ops(args.int8_float_ops)
+        except ValueError as exc:
+            print(f"error: --int8-float-ops: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.calibration_examples < 200:
         print(f"error: --calibration-examples must be >= 200. Received: {args.calibration_examples}", file=sys.stderr)
         return EXIT_USAGE

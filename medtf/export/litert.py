@@ -165,7 +165,7 @@ def _count(calibration) -> int:
 
 def convert(model, format: str, *, calibration=None, io_dtype: str = "int8",
             target: str = "ai-edge-litert", min_calibration: int = MIN_CALIBRATION,
-            max_calibration: int | None = 1000) -> bytes:
+            max_calibration: int | None = 1000, float_ops: tuple[str, ...] = ()) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer.
 
     Args:
@@ -178,6 +178,11 @@ def convert(model, format: str, *, calibration=None, io_dtype: str = "int8",
         target: one of :data:`TARGETS`.
         min_calibration: fewest calibration examples accepted.
         max_calibration: at most this many are used.
+        float_ops: for "tflite-int8": TFLite builtin op names kept in float32 (selective quantization through
+            ``tf.lite.experimental.QuantizationDebugger``), e.g. ``("LOGISTIC", "MUL", "MEAN")`` for
+            EfficientNet's swish and squeeze-excitation; the rest stays int8. XNNPACK runs the float ops. The
+            file then has float32 input and output whatever ``io_dtype`` says (the debugger's quantizer keeps
+            float I/O), i.e. what ``io_dtype="float32"`` gives without ``float_ops``.
 
     Returns:
         The flatbuffer bytes.
@@ -216,16 +221,42 @@ def convert(model, format: str, *, calibration=None, io_dtype: str = "int8",
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = _representative(calibration, max_calibration)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if float_ops:  # float fallback for the named ops: every other op int8
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
             if io_dtype != "float32":
                 dt = tf.int8 if io_dtype == "int8" else tf.uint8
                 converter.inference_input_type = dt
                 converter.inference_output_type = dt
         try:
+            if format == "tflite-int8" and float_ops:
+                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    debugger = tf.lite.experimental.QuantizationDebugger(
+                        converter=converter, debug_dataset=_representative(calibration, 8), debug_options=options)
+                    return bytes(debugger.get_nondebug_quantized_model())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return bytes(converter.convert())
         except Exception as exc:  # noqa: BLE001 - converter errors are diverse
             raise ExportError(f"{format} conversion of {model.name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def parse_float_ops(text: str) -> tuple[str, ...]:
+    """``"logistic, MUL"`` → ``("LOGISTIC", "MUL")``, each checked against the TFLite builtin operator names."""
+    names = {k for k in vars(_meta.schema_module().BuiltinOperator) if not k.startswith("_")}
+    ops = tuple(dict.fromkeys(o.strip().upper() for o in str(text).split(",") if o.strip()))
+    if not ops:
+        raise ValueError("expected TFLite op names such as LOGISTIC or LOGISTIC,MUL,MEAN")
+    unknown = [o for o in ops if o not in names]
+    if unknown:
+        import difflib
+
+        hints = [difflib.get_close_matches(o, sorted(names), n=1) for o in unknown]
+        hint = "; ".join(f"{o} (did you mean {h[0]}?)" if h else o for o, h in zip(unknown, hints))
+        raise ValueError(f"not TFLite builtin ops: {hint}")
+    return ops
 
 
 def tensor_specs(tflite_bytes: bytes) -> tuple[dict, dict]:
@@ -277,6 +308,7 @@ def export_tflite(
     name: str | None = None,
     quantization: dict | None = None,
     tflite_bytes: bytes | None = None,
+    float_ops: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Convert (unless ``tflite_bytes`` is given), embed metadata, write ``path`` and ``path.json``.
 
@@ -291,6 +323,7 @@ def export_tflite(
         source_run, source_sha256, name: provenance.
         quantization: extra quantization facts (QAT, sparsity...) for the metadata.
         tflite_bytes: an already converted flatbuffer (QAT/pruning path).
+        float_ops: for "tflite-int8": ops kept in float32 (see :func:`convert`), recorded in the metadata.
 
     Returns:
         The sidecar metadata (with sha256 and size).
@@ -298,13 +331,16 @@ def export_tflite(
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if tflite_bytes is None:
-        tflite_bytes = convert(model, format, calibration=calibration, io_dtype=io_dtype, target=target)
+        tflite_bytes = convert(model, format, calibration=calibration, io_dtype=io_dtype, target=target,
+                               float_ops=tuple(float_ops))
     in_spec, out_spec = tensor_specs(tflite_bytes)
     quant = {"mode": format.replace("tflite-", "")}
     if format == "tflite-int8":
         quant["io_dtype"] = in_spec["dtype"]
         if calibration is not None and isinstance(calibration, (np.ndarray, list, tuple)):
             quant["calibration_examples"] = min(_count(calibration), 1000)
+        if float_ops:
+            quant["float_ops"] = list(float_ops)
     quant.update(quantization or {})
     spatial = len(in_spec["shape"]) - 2
     doc = _meta.build_metadata(

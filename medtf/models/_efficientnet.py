@@ -49,6 +49,10 @@ EFFICIENTNET_VARIANTS: dict[str, tuple[str, int, float]] = {
     "v2l": ("EfficientNetV2L", 480, 0.2),
 }
 
+# V1 variant → (width coefficient, depth coefficient), as keras.applications builds them (for ``lite=True``)
+_V1_COEFFICIENTS = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4), "b4": (1.4, 1.8),
+                    "b5": (1.6, 2.2), "b6": (1.8, 2.6), "b7": (2.0, 3.1)}
+
 _IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 # keras.applications' DENSE_KERNEL_INITIALIZER (same head initialisation as the reference model)
 _DENSE_INIT = {"class_name": "VarianceScaling",
@@ -109,11 +113,26 @@ def _copy_weights(ref: keras.Model, model: keras.Model, path: str, copy_top: boo
     return copied
 
 
+def _lite_backbone(key: str, x, input_shape: tuple, resolution: int) -> keras.Model:
+    """The keras.applications V1 graph with ReLU6 and ``se_ratio=0`` (the builder behind ``EfficientNetB*``,
+    which takes ``activation`` and ``blocks_args``; the public ``EfficientNetB*`` wrappers do not pass them)."""
+    try:
+        from keras.src.applications import efficientnet as _keras_efficientnet
+        blocks = [dict(b, se_ratio=0.0) for b in _keras_efficientnet.DEFAULT_BLOCKS_ARGS]
+        build = _keras_efficientnet.EfficientNet
+    except (ImportError, AttributeError) as exc:  # pragma: no cover - depends on the Keras release
+        raise ValueError(f"lite: this Keras ({keras.__version__}) no longer exposes the EfficientNet builder "
+                         f"medtf uses for the Lite form ({exc})") from exc
+    width, depth = _V1_COEFFICIENTS[key]
+    return build(width, depth, resolution, activation="relu6", blocks_args=blocks, include_top=False, weights=None,
+                 input_tensor=x, input_shape=input_shape, name=f"efficientnet{key}_lite")
+
+
 @register("efficientnet")
 def efficientnet(variant: str = "b0", input_shape: Sequence[int | None] | None = None, num_classes: int | None = None,
                  task: str = "multiclass", weights: str | os.PathLike | None = None, dropout: float | None = None,
                  pixel_max: float = 1.0, channel_adapter: bool | None = None, imagenet_rescale: bool | None = None,
-                 name: str | None = None) -> keras.Model:
+                 bn_momentum: float | None = None, lite: bool = False, name: str | None = None) -> keras.Model:
     """EfficientNet classifier (``keras.applications`` backbone + medtf head).
 
     With ``num_classes=1000, task="multiclass"`` the head is exactly Keras' (GAP → Dropout → Dense softmax), so
@@ -134,6 +153,14 @@ def efficientnet(variant: str = "b0", input_shape: Sequence[int | None] | None =
             and ``C != 3``.
         imagenet_rescale: for V1 with ``weights``, reproduce the extra ``1/sqrt(std)`` input scaling Keras adds for
             ImageNet weights (folded into the normalization variance); default True for V1 files.
+        bn_momentum: momentum of every BatchNormalization moving average (default Keras' 0.99). On small data
+            trained from scratch a lower value (0.9) lets the inference statistics follow the fast-changing
+            weights of the first epochs, which is what makes validation AUC swing with 0.99.
+        lite: the EfficientNet-Lite changes that make full-integer (int8) quantization keep the model's accuracy
+            (Google's EfficientNet-Lite, 2020): ReLU6 instead of swish and no squeeze-and-excitation, so every
+            activation is bounded and no ``x·sigmoid(x)`` or SE gate is quantized. V1 variants only; random
+            init only (ImageNet files are for the swish/SE graph). Measured on PneumoniaMNIST in
+            docs/export.md.
         name: model name (default ``efficientnet_<variant>``).
 
     Returns:
@@ -157,6 +184,13 @@ def efficientnet(variant: str = "b0", input_shape: Sequence[int | None] | None =
         weights = os.fspath(weights)
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"weights: file not found: {weights!r}")
+    if lite and key.startswith("v2"):
+        raise ValueError(f"lite: only EfficientNet V1 variants (b0-b7) have a Lite form. Received: {variant!r}")
+    if lite and weights is not None:
+        raise ValueError("lite: ImageNet weights files are for the swish/squeeze-excitation graph; train the Lite "
+                         "form from scratch (weights=None) or drop lite")
+    if bn_momentum is not None and not 0.0 <= float(bn_momentum) < 1.0:
+        raise ValueError(f"bn_momentum: expected a number in [0, 1), got {bn_momentum!r}")
     if pixel_max is None or not float(pixel_max) > 0:
         raise ValueError(f"pixel_max: expected a positive number, got {pixel_max!r}")
     channels = shape[-1]
@@ -172,15 +206,20 @@ def efficientnet(variant: str = "b0", input_shape: Sequence[int | None] | None =
     if float(pixel_max) != 255.0:
         x = keras.layers.Rescaling(255.0 / float(pixel_max), name="input_scale")(x)
     backbone_channels = int(x.shape[-1])
-    backbone = getattr(keras.applications, ctor)(include_top=False, weights=None, input_tensor=x,
-                                                 input_shape=shape[:-1] + (backbone_channels,))
+    if lite:
+        backbone = _lite_backbone(key, x, shape[:-1] + (backbone_channels,), resolution)
+    else:
+        backbone = getattr(keras.applications, ctor)(include_top=False, weights=None, input_tensor=x,
+                                                     input_shape=shape[:-1] + (backbone_channels,))
     for layer in backbone.layers:  # stable names for the auto-named preprocessing layers
         if isinstance(layer, keras.layers.Normalization):
             layer.name = "keras_normalization"
         elif isinstance(layer, keras.layers.Rescaling) and layer.name != "input_scale":
             layer.name = "keras_rescaling"
+        elif bn_momentum is not None and isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
     outputs = apply_head(backbone.output, num_classes, task, dropout, kernel_initializer=_DENSE_INIT)
-    model = keras.Model(inputs, outputs, name=name or f"efficientnet_{key}")
+    model = keras.Model(inputs, outputs, name=name or f"efficientnet_{key}{'_lite' if lite else ''}")
 
     if weights is not None:
         if backbone_channels != 3:

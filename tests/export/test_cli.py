@@ -121,3 +121,25 @@ def test_bench_device_script_runs_without_medtf(run_dir, tmp_path):
     res = json.loads(out.read_text())
     assert len(res["models"]) == 2
     assert all(m["p50_ms"] > 0 for m in res["models"].values())
+
+
+def test_int8_float_ops(run_dir, capsys):
+    """--int8-float-ops LOGISTIC: the output sigmoid in float (float I/O), recorded in the sidecar; a misspelt op
+    is a usage error with a suggestion."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = run_dir / "exp_float_ops"
+    code = main(["export", str(run_dir), "--format", "tflite-int8", "--data", str(run_dir / "data.npz"),
+                 "--calibration-examples", "200", "--out", str(out), "--name", "cxr", "--int8-float-ops", "logistic",
+                 "--gate", "int8=0.5"])
+    assert code == 0, capsys.readouterr()
+    meta = json.loads((out / "cxr_int8.tflite.json").read_text())
+    assert meta["quantization"]["float_ops"] == ["LOGISTIC"]
+    it = Interpreter(model_path=str(out / "cxr_int8.tflite"))
+    tensors = it.get_tensor_details()
+    kinds = {d["op_name"]: np.dtype(tensors[d["outputs"][0]]["dtype"]).name for d in it._get_ops_details()}
+    assert kinds["LOGISTIC"] == "float32" and kinds["CONV_2D"] == "int8"
+    report = json.loads((out / "parity.json").read_text())
+    assert report["exports"]["tflite-int8"]["max_abs_dprob"] < 0.05
+    assert main(["export", str(run_dir), "--format", "tflite-int8", "--int8-float-ops", "LOGISTC"]) == 2
+    assert "did you mean LOGISTIC" in capsys.readouterr().err

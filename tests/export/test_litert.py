@@ -141,3 +141,42 @@ def test_edge_benchmark_stats(exported):
     assert stats["runs"] == 20 and stats["input_dtype"] == "int8"
     assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
     assert stats["throughput_per_s"] == pytest.approx(1e3 / stats["p50_ms"])
+
+
+def test_float_ops_stay_float_and_the_rest_int8():
+    """``float_ops``: selective quantization (QuantizationDebugger denylist). The named op runs in float32, every
+    convolution stays int8, the file has float I/O, and its probabilities are at least as close to Keras as the
+    all-int8 file's (the sigmoid no longer rounds to 1/256)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = tiny_classifier()
+    rng = np.random.default_rng(0)
+    calib = rng.random((200, 32, 32, 1), dtype=np.float32)
+    x = rng.random((32, 32, 32, 1), dtype=np.float32)
+    ref = model.predict(x, verbose=0).reshape(-1)
+
+    def run(flat):
+        it = Interpreter(model_content=flat)
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        out = []
+        for row in x:
+            v = row[None] if i["dtype"] == np.float32 else edge.quantize(row[None], *i["quantization"], i["dtype"])
+            it.set_tensor(i["index"], v)
+            it.invoke()
+            r = it.get_tensor(o["index"]).astype(np.float32)
+            out.append(r if o["dtype"] == np.float32 else (r - o["quantization"][1]) * o["quantization"][0])
+        return it, np.concatenate(out).reshape(-1)
+
+    it, sel = run(litert.convert(model, "tflite-int8", calibration=calib, float_ops=("LOGISTIC",)))
+    tensors = it.get_tensor_details()
+    dtypes = {}
+    for d in it._get_ops_details():
+        if d["op_name"] != "DELEGATE":
+            dtypes.setdefault(d["op_name"], set()).add(np.dtype(tensors[d["outputs"][0]]["dtype"]).name)
+    assert dtypes["LOGISTIC"] == {"float32"}
+    assert dtypes["CONV_2D"] == {"int8"}
+    assert it.get_input_details()[0]["dtype"] == np.float32
+    _, full = run(litert.convert(model, "tflite-int8", calibration=calib))
+    assert np.abs(sel - ref).max() <= np.abs(full - ref).max() + 1e-6
+    assert np.abs(sel - ref).max() < TOL["tflite-int8"]

@@ -133,3 +133,45 @@ def test_errors():
         models.efficientnet("b0")
     with pytest.raises(ValueError, match="input_shape"):
         models.efficientnet("b0", input_shape=(8, 32, 32, 1), num_classes=2)
+
+
+def test_lite_form_has_relu6_and_no_squeeze_excitation():
+    """``lite=True``: the keras.applications graph with ReLU6 and se_ratio 0 (EfficientNet-Lite's changes)."""
+    import keras
+
+    lite = models.build("efficientnet", variant="b0", input_shape=(64, 64, 1), num_classes=2, task="binary", lite=True)
+    full = models.build("efficientnet", variant="b0", input_shape=(64, 64, 1), num_classes=2, task="binary")
+    assert lite.name == "efficientnet_b0_lite"
+    assert not [l.name for l in lite.layers if "_se_" in l.name]
+    assert [l.name for l in full.layers if "_se_" in l.name]
+    acts = {l.get_config()["activation"] for l in lite.layers if isinstance(l, keras.layers.Activation)}
+    assert acts == {"relu6"}
+    # the same blocks otherwise: every depthwise convolution of B0 is there, with the same kernels and strides
+    dw = lambda m: [(l.name, l.kernel_size, l.strides) for l in m.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
+    assert dw(lite) == dw(full)
+    assert lite.count_params() < full.count_params()
+    x = np.random.default_rng(0).random((2, 64, 64, 1), dtype=np.float32)
+    assert lite.predict(x, verbose=0).shape == (2, 1)
+
+
+def test_lite_errors():
+    with pytest.raises(ValueError, match="V1"):
+        models.build("efficientnet", variant="v2b0", input_shape=(64, 64, 3), num_classes=2, task="binary", lite=True)
+    with pytest.raises(ValueError, match="from scratch"):
+        models.build("efficientnet", variant="b0", input_shape=(64, 64, 3), num_classes=2, task="binary", lite=True,
+                     weights=__file__)
+
+
+def test_bn_momentum_is_set_and_saved(tmp_path):
+    import keras
+
+    m = models.build("efficientnet", variant="b0", input_shape=(32, 32, 1), num_classes=2, task="binary",
+                     bn_momentum=0.9)
+    bns = [l for l in m.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bns) == 49 and {l.momentum for l in bns} == {0.9}
+    m.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras")
+    assert {l.momentum for l in back.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.9}
+    with pytest.raises(ValueError, match="bn_momentum"):
+        models.build("efficientnet", variant="b0", input_shape=(32, 32, 1), num_classes=2, task="binary",
+                     bn_momentum=1.5)

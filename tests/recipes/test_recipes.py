@@ -16,7 +16,8 @@ sys.path.insert(0, str(REPO / "data_tools"))
 
 CONFIGS = {
     "pneumonia_cxr/config.yaml": ((64, 64, 1), "binary"),
-    "pneumonia_cxr/efficientnet.yaml": ((64, 64, 1), "binary"),
+    "pneumonia_cxr/compact.yaml": ((64, 64, 1), "binary"),
+    "pneumonia_cxr/efficientnet_lite.yaml": ((64, 64, 1), "binary"),
     "diabetic_retinopathy/config.yaml": ((72, 72, 3), "multiclass"),
     "diabetic_retinopathy/multiscale.yaml": ((74, 74, 3), "multiclass"),
     "lung_nodule_ct/config.yaml": ((32, 32, 32, 1), "binary"),
@@ -223,6 +224,10 @@ def test_readmes_quote_the_measured_results():
             quoted = f"{res[entry][k]:.3f}"
             assert quoted in text, f"recipes/{folder}/README.md does not state {entry}.{k} = {quoted}"
             assert quoted in table, f"recipes/README.md does not state {entry}.{k} = {quoted}"
+            if f"{k}_std" in res[entry]:  # a row over seeds is quoted as mean ± sd
+                sd = f"{quoted} ± {res[entry][k + '_std']:.3f}"
+                assert sd in text, f"recipes/{folder}/README.md does not state {entry}.{k} as {sd}"
+                assert sd in table, f"recipes/README.md does not state {entry}.{k} as {sd}"
 
 
 def test_seeded_rows_hold_mean_sd_and_per_seed_values():
@@ -233,7 +238,8 @@ def test_seeded_rows_hold_mean_sd_and_per_seed_values():
     spec = importlib.util.spec_from_file_location("bench_recipes", REPO / "benchmarks" / "recipes.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    runs = {0: {"test_auc": 0.90, "n_test": 624, "run": "a"}, 1: {"test_auc": 0.94, "n_test": 624, "run": "b"},
+    runs = {0: {"test_auc": 0.90, "n_test": 624, "run": "a", "test_auc_ci": [0.8, 0.95]},
+            1: {"test_auc": 0.94, "n_test": 624, "run": "b"},
             2: {"test_auc": 0.95, "n_test": 624, "run": "c"}}
     row = mod.aggregate_seeds(runs)
     aucs = np.array([0.90, 0.94, 0.95])
@@ -241,6 +247,37 @@ def test_seeded_rows_hold_mean_sd_and_per_seed_values():
     assert row["test_auc_std"] == pytest.approx(aucs.std(ddof=1), abs=1e-12)
     assert row["test_auc_per_seed"] == [0.90, 0.94, 0.95] and row["seeds"] == [0, 1, 2]
     assert row["run"] == "a" and row["per_seed"]["2"]["run"] == "c"
+    assert "test_auc_ci" not in row and row["per_seed"]["0"]["test_auc_ci"] == [0.8, 0.95]
     ctx = mod.Ctx(pathlib.Path("/w"), quick=False, seed=2)
+    assert ctx.run_name("adrenal_3d") == "adrenal_3d_s2"
     o = ctx.overrides("pneumonia_cxr", ["run_name=pneumonia_cxr_efficientnet"])
     assert "seed=2" in o and o[-1] == "run_name=pneumonia_cxr_efficientnet_s2"
+
+
+def test_reuse_evaluates_a_finished_run_and_trains_an_unfinished_one(tmp_path, monkeypatch):
+    """benchmarks/recipes.py --reuse: a finished run (model.keras + model.json, no resume backup) is reused with
+    its own span as training minutes; an unfinished one is trained again."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_recipes_reuse", REPO / "benchmarks" / "recipes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    trained = []
+    monkeypatch.setattr(mod, "_train", lambda recipe, ctx, records, extra=(), config_name="config.yaml":
+                        trained.append((recipe, tuple(extra), config_name)) or tmp_path / "fresh")
+    ctx = mod.Ctx(tmp_path, quick=False, reuse=True, seed=1)
+    run = tmp_path / "runs" / "pneumonia_cxr_efficientnet_s1"
+    run.mkdir(parents=True)
+    for name in ("model.keras", "model.json", "config.yaml", "history.csv"):
+        (run / name).write_text("x")
+    os.utime(run / "config.yaml", (1000, 1000))
+    os.utime(run / "history.csv", (1000 + 540, 1000 + 540))
+    got, minutes = mod._trained_or_train("pneumonia_cxr", ctx, tmp_path, name="pneumonia_cxr_efficientnet",
+                                         config_name="config.yaml")
+    assert got == run and minutes == pytest.approx(9.0) and not trained
+    (run / "checkpoints" / "backup").mkdir(parents=True)  # interrupted: trained again
+    got, _ = mod._trained_or_train("pneumonia_cxr", ctx, tmp_path, name="pneumonia_cxr_efficientnet",
+                                   config_name="config.yaml")
+    assert got == tmp_path / "fresh"
+    assert trained == [("pneumonia_cxr", ("run_name=pneumonia_cxr_efficientnet",), "config.yaml")]
