@@ -41,6 +41,7 @@ PUBLISHED = {
 TARGETS = {
     "pneumonia_cxr": {"test_auc": 0.97, "test_accuracy": 0.90},
     "pneumonia_cxr_efficientnet": {"test_auc": 0.97, "test_accuracy": 0.90},
+    "pneumonia_cxr_efficientnet_lite": {"test_auc": 0.97, "test_accuracy": 0.90},
     "diabetic_retinopathy": {"test_auc": 0.75, "test_accuracy": 0.53},
     "diabetic_retinopathy_multiscale": {"test_auc": 0.75, "test_accuracy": 0.53},
     "adrenal_3d": {"test_auc": 0.85, "test_accuracy": 0.80},
@@ -262,6 +263,14 @@ def pneumonia_cxr_efficientnet(ctx: Ctx) -> dict:
     return _classification("pneumonia_cxr", ctx, rec, name="pneumonia_cxr_efficientnet", config_name="config.yaml")
 
 
+def pneumonia_cxr_efficientnet_lite(ctx: Ctx) -> dict:
+    """EfficientNet-B0 in its Lite form (``recipes/pneumonia_cxr/efficientnet_lite.yaml``: ReLU6, no
+    squeeze-excitation), the form that keeps its AUC under full-int8 PTQ (benchmarks/export.py)."""
+    rec = _convert_npz(_shared("pneumoniamnist") / "pneumoniamnist.npz", ctx.work / "records" / "pneumoniamnist")
+    return _classification("pneumonia_cxr", ctx, rec, name="pneumonia_cxr_efficientnet_lite",
+                           config_name="efficientnet_lite.yaml")
+
+
 def diabetic_retinopathy(ctx: Ctx) -> dict:
     rec = _convert_npz(_shared("retinamnist") / "retinamnist.npz", ctx.work / "records" / "retinamnist")
     return _classification("diabetic_retinopathy", ctx, rec, tta="dihedral")
@@ -446,6 +455,7 @@ def lung_nodule_ct(ctx: Ctx) -> dict:
 RECIPES = {
     "pneumonia_cxr": pneumonia_cxr,
     "pneumonia_cxr_efficientnet": pneumonia_cxr_efficientnet,
+    "pneumonia_cxr_efficientnet_lite": pneumonia_cxr_efficientnet_lite,
     "diabetic_retinopathy": diabetic_retinopathy,
     "diabetic_retinopathy_multiscale": diabetic_retinopathy_multiscale,
     "adrenal_3d": adrenal_3d,
