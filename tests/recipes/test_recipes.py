@@ -200,6 +200,7 @@ def test_benchmark_results_have_the_issue_keys():
 QUOTED = {
     "pneumonia_cxr": ("pneumonia_cxr", ("test_auc", "test_accuracy")),
     "pneumonia_cxr_efficientnet": ("pneumonia_cxr", ("test_auc", "test_accuracy")),
+    "pneumonia_cxr_efficientnet_lite": ("pneumonia_cxr", ("test_auc", "test_accuracy")),
     "diabetic_retinopathy": ("diabetic_retinopathy", ("test_auc", "test_accuracy", "test_kappa")),
     "diabetic_retinopathy_multiscale": ("diabetic_retinopathy", ("test_auc", "test_accuracy", "test_kappa")),
     "adrenal_3d": ("lung_nodule_ct", ("test_auc", "test_accuracy")),
