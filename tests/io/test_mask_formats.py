@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -17,20 +18,13 @@ from PIL import Image as PILImage
 from medtf.cli.tfrecord_convert import main as convert_main
 from medtf.io import Pseudonymizer, classify, discover, read_unit
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "records"))
+from records_reading import records_by_source  # noqa: E402
+
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 PZ = Pseudonymizer(b"k" * 32)
 DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # a 90° in-plane rotation (not the identity)
-
-
-def _records(rec):
-    from medtf.records.reader import load
-
-    out = {}
-    for split in ("train", "val", "test"):
-        for e in load(rec, split).as_numpy_iterator():
-            out[e["source"].decode()] = e
-    return out
 
 
 def _sitk_image(arr, spacing, origin, direction=None):
@@ -248,7 +242,7 @@ def test_masks_folder_with_gif_lzw_tiff_and_metaimage_masks(tmp_path):
                          "--no-progress", "--keep-paths", "--split", "1,0,0"])
     m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
     assert code == 0, [f for f in m["files"] if f["outcome"] == "rejected"]
-    recs = _records(tmp_path / "rec")
+    recs = records_by_source(tmp_path / "rec")
     assert set(recs) == set(truth)
     for key, e in recs.items():
         img, expect, mpath = truth[key]
@@ -303,7 +297,7 @@ def test_nnunet_folders_with_nrrd_mha_png_tif_endings_convert(tmp_path, ending, 
     assert code == 0, [f for f in m["files"] if f["outcome"] == "rejected"]
     assert m["channels"] == 2 and m["spatial_dims"] == len(shape)
     assert m["label_names"] == ["background", "organ", "lesion"]
-    recs = _records(tmp_path / "rec")
+    recs = records_by_source(tmp_path / "rec")
     assert set(recs) == set(truth)
     for key, e in recs.items():
         chans, lab, first = truth[key]

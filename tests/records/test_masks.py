@@ -12,18 +12,9 @@ import pytest
 from PIL import Image as PILImage
 
 from medtf.cli.tfrecord_convert import main as convert_main
+from records_reading import records_by_source
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def _records(rec):
-    from medtf.records.reader import load
-
-    out = {}
-    for split in ("train", "val", "test"):
-        for e in load(rec, split).as_numpy_iterator():
-            out[e["source"].decode()] = e
-    return out
 
 
 def _squares(folder_img, folder_mask, n, size=32, seed=0, mask_name="{stem}_mask.png", value=255):
@@ -57,7 +48,7 @@ def test_png_pairs_with_a_regex_match_pillow_and_reject_with_reasons(tmp_path):
     assert files["img_001.png"]["reason"] == "no mask with the same key in --masks"
     assert files["img_009_mask.png"]["reason"] == "mask without an image (no input has its key)"
     assert files["img_002.png"]["reason"].startswith("mask grid (30, 32) differs from the image grid (32, 32)")
-    recs = _records(tmp_path / "rec")
+    recs = records_by_source(tmp_path / "rec")
     assert set(recs) == {"img_000.png", "img_003.png", "img_004.png", "img_005.png"}
     for key, e in recs.items():
         img, mask = truth[key[:-4]]
@@ -73,7 +64,7 @@ def test_masks_follow_resize_and_mask_map(tmp_path):
                          "--size", "16,16", "--output", str(tmp_path / "rec"), "--no-progress", "--keep-paths",
                          "--split", "1,0,0"])
     assert code == 0
-    for key, e in _records(tmp_path / "rec").items():
+    for key, e in records_by_source(tmp_path / "rec").items():
         _, mask = truth[key[:-4]]
         ref = tf.image.resize((mask == 128).astype(np.uint8)[..., None] * 2, (16, 16), method="nearest").numpy()
         np.testing.assert_array_equal(e["mask"].reshape(16, 16), ref[..., 0])
@@ -100,7 +91,7 @@ def test_nifti_label_maps_follow_resampling_like_simpleitk(tmp_path):
                          "--spacing", "2.0", "--output", str(tmp_path / "rec"), "--no-progress", "--keep-paths",
                          "--split", "1,0,0"])
     assert code == 0
-    for key, e in _records(tmp_path / "rec").items():
+    for key, e in records_by_source(tmp_path / "rec").items():
         src = sitk.ReadImage(str(labs[key]))
         rs = sitk.ResampleImageFilter()
         size = [max(1, int(round(n * s / 2.0))) for n, s in zip(src.GetSize(), src.GetSpacing())]
@@ -174,7 +165,7 @@ def test_nnunet_raw_folder_stacks_channels_and_uses_its_splits(tmp_path):
     reasons = {f["path"]: f.get("reason") for f in m["files"] if f["outcome"] == "rejected"}
     assert reasons["imagesTr/BRATS_900_0000.nii.gz"] == "case with channels [0]; dataset.json names 2"
     assert "channel 1 lies on another grid" in reasons["imagesTr/BRATS_901_0001.nii.gz"]
-    recs = _records(tmp_path / "rec")
+    recs = records_by_source(tmp_path / "rec")
     assert len(recs) == 10
     splits = {}
     from medtf.records.reader import load
@@ -208,7 +199,7 @@ def test_slice_mode_cuts_volumes_keeps_each_slice_mask_and_samples_empty_slices(
             "--keep-paths", "--split", "1,0,0"]
     assert convert_main(base + ["--output", str(tmp_path / "all")]) == 0
     assert convert_main(base + ["--output", str(tmp_path / "fg"), "--empty-slices", "0"]) == 0
-    every, fg = _records(tmp_path / "all"), _records(tmp_path / "fg")
+    every, fg = records_by_source(tmp_path / "all"), records_by_source(tmp_path / "fg")
     assert len(every) == 10 and sorted(fg) == ["case1.nii.gz#2", "case1.nii.gz#3", "case1.nii.gz#4"]
     ref = sitk.ReadImage(str(tmp_path / "img" / "case1.nii.gz"))
     arr = sitk.GetArrayFromImage(ref)  # (z, y, x)

@@ -11,18 +11,9 @@ import pytest
 from PIL import Image as PILImage
 
 from medtf.cli.tfrecord_convert import main as convert_main
+from records_reading import records_by_source
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def _records(rec):
-    from medtf.records.reader import load
-
-    out = {}
-    for split in ("train", "val", "test"):
-        for e in load(rec, split).as_numpy_iterator():
-            out[e["source"].decode()] = e
-    return out
 
 
 def _convert(*args) -> int:
@@ -58,7 +49,7 @@ def test_same_grid_nifti_pairs_in_slices_match_nibabel(tmp_path):
     assert m["targets"] == {"examples": 15, "scales": {"1,1": 15}} and m["target_scale"] == [1, 1]
     assert m["options"]["targets"] == {"pair": None, "scale": None}
     assert m["image_dtype"] == "int16"  # HU kept exactly, target in the same dtype
-    recs = _records(tmp_path / "rec")
+    recs = records_by_source(tmp_path / "rec")
     assert len(recs) == 15
     for key, e in recs.items():
         unit, index = key.split("#")
@@ -98,7 +89,7 @@ def test_super_resolution_png_pairs_match_pillow_and_reject_with_reasons(tmp_pat
     assert files["img_003.png"]["reason"] == "paired target has 3 channel(s); the input has 1"
     assert files["targets/img_000_hr.png"]["outcome"] == "converted"
     assert m["target_scale"] == [2, 2] and m["targets"]["examples"] == 3
-    recs = _records(tmp_path / "rec")
+    recs = records_by_source(tmp_path / "rec")
     assert set(recs) == {"img_000.png", "img_004.png", "img_005.png"}
     for key, e in recs.items():
         low = np.asarray(PILImage.open(tmp_path / "lr" / key))
@@ -117,7 +108,7 @@ def test_target_follows_resize_and_window_on_its_own_grid(tmp_path):
     code = _convert(tmp_path / "lr", "--targets", tmp_path / "hr", "--pair", r"(img_\d+)", "--size", "10,12",
                     "--window", "200,100", "--split", "1,0,0", "-o", tmp_path / "rec")
     assert code == 0
-    for key, e in _records(tmp_path / "rec").items():
+    for key, e in records_by_source(tmp_path / "rec").items():
         low = np.asarray(PILImage.open(tmp_path / "lr" / key)).astype(np.float32)
         hr = np.asarray(PILImage.open(tmp_path / "hr" / key.replace(".png", "_hr.png"))).astype(np.float32)
 
@@ -140,7 +131,7 @@ def test_denoising_target_goes_through_the_inputs_own_steps(tmp_path):
     code = _convert(tmp_path / "low", "--targets", tmp_path / "full", "--spacing", "2.0,1.1,0.9", "--size", "7,8,12",
                     "--resize", "crop_or_pad", "--split", "1,0,0", "-o", tmp_path / "rec")
     assert code == 0
-    recs = _records(tmp_path / "rec")
+    recs = records_by_source(tmp_path / "rec")
     assert len(recs) == 2
     for e in recs.values():
         assert e["image"].shape == e["target"].shape == (7, 8, 12, 1)
@@ -157,7 +148,7 @@ def test_super_resolution_target_resampled_like_simpleitk(tmp_path):
     code = _convert(tmp_path / "low", "--targets", tmp_path / "full", "--spacing", ",".join(map(str, new)),
                     "--split", "1,0,0", "-o", tmp_path / "rec")
     assert code == 0
-    (e,) = _records(tmp_path / "rec").values()
+    (e,) = records_by_source(tmp_path / "rec").values()
     low, full = truth["case0.nii.gz"]
     in_out = [max(1, int(round(n * s / t))) for n, s, t in zip(low.shape, spacing, new)]
     assert e["image"].shape[:-1] == tuple(in_out)
