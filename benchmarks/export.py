@@ -104,28 +104,6 @@ def _auc(y, p) -> float:
     return float(roc_auc_score(y, p))
 
 
-def _tflite_probs(flat: bytes, x: np.ndarray) -> np.ndarray:
-    """Probabilities of a flatbuffer on preprocessed inputs, batch 1 (int8 I/O quantized/dequantized)."""
-    from medtf.export.edge import quantize
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=flat, num_threads=2)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    out = np.empty(len(x), np.float32)
-    for k, row in enumerate(x):
-        v = row[None].astype(np.float32)
-        if i["dtype"] != np.float32:
-            v = quantize(v, *i["quantization"], i["dtype"])
-        it.set_tensor(i["index"], v)
-        it.invoke()
-        r = it.get_tensor(o["index"]).astype(np.float32)
-        if o["dtype"] != np.float32:
-            r = (r - o["quantization"][1]) * o["quantization"][0]
-        out[k] = r.reshape(-1)[-1]
-    return out
-
-
 def _ops(flat: bytes) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -139,6 +117,7 @@ def _ops(flat: bytes) -> dict:
 def bench_model(key: str, run: pathlib.Path, runs: int, work: pathlib.Path) -> dict:
     """fp32 / fp16 / dynamic / PTQ int8 attempts of one run: sizes, val and test ΔAUC, round-robin latency."""
     from medtf.export import litert
+    from medtf.export.parity import tflite_predict
     from medtf.training.run import RunInfo, load_model
 
     rx = _recipes()
@@ -163,7 +142,8 @@ def bench_model(key: str, run: pathlib.Path, runs: int, work: pathlib.Path) -> d
             continue  # no swish/SE in this model: same file as ptq_float_head
         if name == "ptq_float_head" and base_ops.get("LOGISTIC", 0) > 1:
             # other sigmoids (swish, SE gates) stay int8: only the output op's node is denylisted, by name
-            files[name] = _float_output_only(model, calib)
+            files[name] = litert.convert(model, "tflite-int8", calibration=calib, max_calibration=None,
+                                         float_nodes=_output_sigmoid_nodes(files["fp32"]))
         else:
             files[name] = litert.convert(model, "tflite-int8", calibration=calib, float_ops=float_ops,
                                          max_calibration=None)
@@ -181,8 +161,8 @@ def bench_model(key: str, run: pathlib.Path, runs: int, work: pathlib.Path) -> d
         paths[name] = out_dir / f"{name}.tflite"
         paths[name].write_bytes(flat)
     rows: dict = {}
-    for name, flat in files.items():
-        p = {s: _tflite_probs(flat, data[s][0]) for s in ("val", "test")}
+    for name, flat in files.items():  # dequantised batch-1 outputs, as medtf's parity report reads them
+        p = {s: tflite_predict(paths[name], data[s][0]).reshape(len(data[s][0]), -1)[:, -1] for s in ("val", "test")}
         rows[name] = {"size_bytes": len(flat), "val_auc": _auc(y["val"], p["val"]),
                       "val_delta_auc": ref_auc["val"] - _auc(y["val"], p["val"]),
                       "auc": _auc(y["test"], p["test"]), "delta_auc": ref_auc["test"] - _auc(y["test"], p["test"]),
@@ -233,34 +213,15 @@ def _ai_edge_quantizer_int8(fp32: bytes, calib: np.ndarray) -> bytes:
     return bytes(qt.quantize(result).quantized_model)
 
 
-def _float_output_only(model, calib) -> bytes:
-    """Full int8 with only the model's output op (the head's sigmoid) in float: the debugger denylists the
-    output tensor's node by name."""
-    import tensorflow as tf
+def _output_sigmoid_nodes(fp32: bytes) -> tuple[str, ...]:
+    """Output tensor name(s) of the last LOGISTIC of the fp32 flatbuffer: the node names the quantization debugger
+    denylists (in a quantized file the output name moves to its DEQUANTIZE)."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    from medtf.export import litert
-
-    with tempfile.TemporaryDirectory(prefix="medtf-bench-") as tmp:
-        litert.write_conversion_savedmodel(model, tmp)
-
-        def converter():
-            c = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
-            c.optimizations = [tf.lite.Optimize.DEFAULT]
-            c.representative_dataset = litert._representative(calib, None)
-            return c
-
-        from ai_edge_litert.interpreter import Interpreter
-
-        # node names are the float graph's (in a quantized file the output name moves to its DEQUANTIZE)
-        base = Interpreter(model_content=litert.convert(model, "tflite-fp32"))
-        ops = base._get_ops_details()
-        tensors = base.get_tensor_details()
-        last = [d for d in ops if d["op_name"] == "LOGISTIC"][-1]
-        names = [tensors[j]["name"] for j in last["outputs"]]
-        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
-        dbg = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_options=options,
-                                                        debug_dataset=litert._representative(calib, 8))
-        return bytes(dbg.get_nondebug_quantized_model())
+    it = Interpreter(model_content=fp32)
+    tensors = it.get_tensor_details()
+    last = [d for d in it._get_ops_details() if d["op_name"] == "LOGISTIC"][-1]
+    return tuple(tensors[j]["name"] for j in last["outputs"])
 
 
 def round_robin_latency(paths: dict, runs: int, threads: int = 2) -> dict:

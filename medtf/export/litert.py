@@ -165,7 +165,8 @@ def _count(calibration) -> int:
 
 def convert(model, format: str, *, calibration=None, io_dtype: str = "int8",
             target: str = "ai-edge-litert", min_calibration: int = MIN_CALIBRATION,
-            max_calibration: int | None = 1000, float_ops: tuple[str, ...] = ()) -> bytes:
+            max_calibration: int | None = 1000, float_ops: tuple[str, ...] = (),
+            float_nodes: tuple[str, ...] = ()) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer.
 
     Args:
@@ -183,6 +184,8 @@ def convert(model, format: str, *, calibration=None, io_dtype: str = "int8",
             EfficientNet's swish and squeeze-excitation; the rest stays int8. XNNPACK runs the float ops. The
             file then has float32 input and output whatever ``io_dtype`` says (the debugger's quantizer keeps
             float I/O), i.e. what ``io_dtype="float32"`` gives without ``float_ops``.
+        float_nodes: for "tflite-int8": the same for single nodes, named by their output tensor in the fp32
+            flatbuffer (e.g. only the head's sigmoid of a model whose swish also uses LOGISTIC).
 
     Returns:
         The flatbuffer bytes.
@@ -220,17 +223,17 @@ def convert(model, format: str, *, calibration=None, io_dtype: str = "int8",
                 )
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = _representative(calibration, max_calibration)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if float_ops:  # float fallback for the named ops: every other op int8
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
+            # float fallback only for the named ops/nodes (selective quantization): every other op int8
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+                [tf.lite.OpsSet.TFLITE_BUILTINS] if float_ops or float_nodes else [])
             if io_dtype != "float32":
                 dt = tf.int8 if io_dtype == "int8" else tf.uint8
                 converter.inference_input_type = dt
                 converter.inference_output_type = dt
         try:
-            if format == "tflite-int8" and float_ops:
-                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
+            if format == "tflite-int8" and (float_ops or float_nodes):
+                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops),
+                                                                        denylisted_nodes=list(float_nodes))
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     debugger = tf.lite.experimental.QuantizationDebugger(

@@ -168,15 +168,26 @@ def test_float_ops_stay_float_and_the_rest_int8():
             out.append(r if o["dtype"] == np.float32 else (r - o["quantization"][1]) * o["quantization"][0])
         return it, np.concatenate(out).reshape(-1)
 
+    def op_dtypes(it):
+        tensors = it.get_tensor_details()
+        dtypes = {}
+        for d in it._get_ops_details():
+            if d["op_name"] != "DELEGATE":
+                dtypes.setdefault(d["op_name"], set()).add(np.dtype(tensors[d["outputs"][0]]["dtype"]).name)
+        return dtypes
+
     it, sel = run(litert.convert(model, "tflite-int8", calibration=calib, float_ops=("LOGISTIC",)))
-    tensors = it.get_tensor_details()
-    dtypes = {}
-    for d in it._get_ops_details():
-        if d["op_name"] != "DELEGATE":
-            dtypes.setdefault(d["op_name"], set()).add(np.dtype(tensors[d["outputs"][0]]["dtype"]).name)
+    dtypes = op_dtypes(it)
     assert dtypes["LOGISTIC"] == {"float32"}
     assert dtypes["CONV_2D"] == {"int8"}
     assert it.get_input_details()[0]["dtype"] == np.float32
+    # the same node named by its output tensor in the fp32 file (float_nodes) gives the same file's ops
+    fp32 = Interpreter(model_content=litert.convert(model, "tflite-fp32"))
+    names = tuple(fp32.get_tensor_details()[j]["name"] for d in fp32._get_ops_details()
+                  if d["op_name"] == "LOGISTIC" for j in d["outputs"])
+    it_nodes, by_node = run(litert.convert(model, "tflite-int8", calibration=calib, float_nodes=names))
+    assert op_dtypes(it_nodes) == dtypes
+    np.testing.assert_allclose(by_node, sel, atol=1e-6)
     _, full = run(litert.convert(model, "tflite-int8", calibration=calib))
     assert np.abs(sel - ref).max() <= np.abs(full - ref).max() + 1e-6
     assert np.abs(sel - ref).max() < TOL["tflite-int8"]
