@@ -70,6 +70,22 @@ def random_images(n, shape, *, seed=0, num_classes=2, with_mask=False, dtype=np.
     return items
 
 
+def square_masks(n, *, size: int = 32, seed: int = 0, squares: int = 1):
+    """``n`` segmentation items ``(image, None, mask)``: ``squares`` bright squares (170-229) on dark noise
+    (0-59), each 4-7 px, the mask 1 on them (uint8, (size, size, 1) images and (size, size) masks)."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n):
+        img = rng.integers(0, 60, (size, size, 1)).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        for _ in range(squares):
+            r, c, s = rng.integers(2, size - 10), rng.integers(2, size - 10), rng.integers(4, 8)
+            img[r:r + s, c:c + s] = rng.integers(170, 230)
+            mask[r:r + s, c:c + s] = 1
+        items.append((img, None, mask))
+    return items
+
+
 def record_order(items, shards: int):
     """Items in the order an evaluation pass reads them: shard by shard (items go round-robin)."""
     return [it for s in range(shards) for it in items[s::shards]]

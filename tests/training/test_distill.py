@@ -27,6 +27,7 @@ _spec = importlib.util.spec_from_file_location("medtf_test_data_records",
 _records = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_records)
 write_records = _records.write_records
+square_masks = _records.square_masks
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -122,19 +123,6 @@ def test_distilled_student_beats_the_same_student_without_teacher(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- segmentation
-def _squares(n, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    items = []
-    for _ in range(n):
-        img = rng.integers(0, 60, (size, size, 1)).astype(np.uint8)
-        mask = np.zeros((size, size), np.uint8)
-        r, c, s = rng.integers(2, size - 10), rng.integers(2, size - 10), rng.integers(4, 8)
-        img[r:r + s, c:c + s] = rng.integers(170, 230)
-        mask[r:r + s, c:c + s] = 1
-        items.append((img, None, mask))
-    return items
-
-
 def test_segmentation_distillation_runs_an_epoch_through_the_cli(tmp_path):
     import yaml
 
@@ -144,8 +132,8 @@ def test_segmentation_distillation_runs_an_epoch_through_the_cli(tmp_path):
     from medtf.training.run import RunInfo
     from medtf.training.trainer import train
 
-    rec = write_records(tmp_path / "rec", {"train": _squares(32, seed=0), "val": _squares(8, seed=1),
-                                           "test": _squares(8, seed=2)}, label_names=["background", "square"])
+    rec = write_records(tmp_path / "rec", {"train": square_masks(32, seed=0), "val": square_masks(8, seed=1),
+                                           "test": square_masks(8, seed=2)}, label_names=["background", "square"])
     teacher = train(TrainConfig.from_dict({
         "records": str(rec), "task": "segmentation",
         "model": {"name": "unet", "bn_momentum": 0.5, "kwargs": {"input_shape": [None, None, 1], "num_classes": 2,

@@ -20,22 +20,9 @@ _spec = importlib.util.spec_from_file_location("medtf_test_data_records",
 _records = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_records)
 write_records = _records.write_records
+square_masks = _records.square_masks
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def _squares(n, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    items = []
-    for _ in range(n):
-        img = rng.integers(0, 60, (size, size, 1)).astype(np.uint8)
-        mask = np.zeros((size, size), np.uint8)
-        for _ in range(2):
-            r, c, s = rng.integers(2, size - 10), rng.integers(2, size - 10), rng.integers(4, 8)
-            img[r:r + s, c:c + s] = rng.integers(170, 230)
-            mask[r:r + s, c:c + s] = 1
-        items.append((img, None, mask))
-    return items
 
 
 def test_train_and_evaluate_a_segmentation_run(tmp_path):
@@ -44,8 +31,9 @@ def test_train_and_evaluate_a_segmentation_run(tmp_path):
     from medtf.training.run import RunInfo, load_model
     from medtf.training.trainer import train
 
-    rec = write_records(tmp_path / "rec", {"train": _squares(48, seed=0), "val": _squares(8, seed=1),
-                                           "test": _squares(8, seed=2)}, label_names=["background", "square"])
+    splits = {"train": square_masks(48, seed=0, squares=2), "val": square_masks(8, seed=1, squares=2),
+              "test": square_masks(8, seed=2, squares=2)}
+    rec = write_records(tmp_path / "rec", splits, label_names=["background", "square"])
     cfg = TrainConfig.from_dict({
         "records": str(rec), "task": "segmentation",
         "model": {"name": "unet", "bn_momentum": 0.5,
@@ -66,7 +54,7 @@ def test_train_and_evaluate_a_segmentation_run(tmp_path):
 
     model = load_model(run)
     per_case = []
-    for img, _, mask in _squares(8, seed=2):
+    for img, _, mask in square_masks(8, seed=2, squares=2):
         pred = np.asarray(model.predict_on_batch(img[None].astype(np.float32) / 255.0))[0].argmax(-1)
         inter = float(((pred == 1) & (mask == 1)).sum())
         per_case.append(2 * inter / float((pred == 1).sum() + (mask == 1).sum()))
