@@ -80,7 +80,7 @@ def ensure_run(key: str, work: pathlib.Path) -> pathlib.Path:
     run = work / "runs" / name
     if (run / "model.keras").is_file() and (run / "model.json").is_file():
         return run
-    records = rx._convert_npz(rx._shared("pneumoniamnist") / "pneumoniamnist.npz", work / "records" / "pneumoniamnist")
+    records = rx._medmnist_records("pneumoniamnist", work)
     if how == "distill":
         from medtf.cli.main import main as medtf_main
 

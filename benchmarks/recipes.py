@@ -114,9 +114,11 @@ def _auc(v) -> float:
     return float(v["value"]) if isinstance(v, dict) else float(v)
 
 
-def _convert_npz(src: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+def _medmnist_records(name: str, work: pathlib.Path) -> pathlib.Path:
+    """``work/records/<name>``: ``../shared/data/<name>/<name>.npz`` converted once (the npz's own splits)."""
     from medtf.records.convert import ConvertConfig, convert
 
+    src, out = _shared(name) / f"{name}.npz", work / "records" / name
     if not (out / "manifest.json").exists():
         res = convert(ConvertConfig(inputs=(str(src),), output=str(out), split="input", overwrite=True, progress=False))
         if res.exit_code != 0:
@@ -252,27 +254,27 @@ def _int8_parity(run, records, ctx: Ctx, recipe: str) -> dict:
 
 
 def pneumonia_cxr(ctx: Ctx) -> dict:
-    rec = _convert_npz(_shared("pneumoniamnist") / "pneumoniamnist.npz", ctx.work / "records" / "pneumoniamnist")
+    rec = _medmnist_records("pneumoniamnist", ctx.work)
     return _classification("pneumonia_cxr", ctx, rec, int8=True, config_name="compact.yaml")
 
 
 def pneumonia_cxr_efficientnet(ctx: Ctx) -> dict:
     """The recipe's default, the card's classifier: ``recipes/pneumonia_cxr/config.yaml`` (EfficientNet-B0
     from scratch, 64 px grey)."""
-    rec = _convert_npz(_shared("pneumoniamnist") / "pneumoniamnist.npz", ctx.work / "records" / "pneumoniamnist")
+    rec = _medmnist_records("pneumoniamnist", ctx.work)
     return _classification("pneumonia_cxr", ctx, rec, name="pneumonia_cxr_efficientnet", config_name="config.yaml")
 
 
 def pneumonia_cxr_efficientnet_lite(ctx: Ctx) -> dict:
     """EfficientNet-B0 in its Lite form (``recipes/pneumonia_cxr/efficientnet_lite.yaml``: ReLU6, no
     squeeze-excitation), the form that keeps its AUC under full-int8 PTQ (benchmarks/export.py)."""
-    rec = _convert_npz(_shared("pneumoniamnist") / "pneumoniamnist.npz", ctx.work / "records" / "pneumoniamnist")
+    rec = _medmnist_records("pneumoniamnist", ctx.work)
     return _classification("pneumonia_cxr", ctx, rec, name="pneumonia_cxr_efficientnet_lite",
                            config_name="efficientnet_lite.yaml")
 
 
 def diabetic_retinopathy(ctx: Ctx) -> dict:
-    rec = _convert_npz(_shared("retinamnist") / "retinamnist.npz", ctx.work / "records" / "retinamnist")
+    rec = _medmnist_records("retinamnist", ctx.work)
     return _classification("diabetic_retinopathy", ctx, rec, tta="dihedral")
 
 
@@ -281,7 +283,7 @@ def diabetic_retinopathy_multiscale(ctx: Ctx) -> dict:
     the single-scale row (dihedral TTA, plain evaluation beside it)."""
     from medtf.training.config import load_config
 
-    rec = _convert_npz(_shared("retinamnist") / "retinamnist.npz", ctx.work / "records" / "retinamnist")
+    rec = _medmnist_records("retinamnist", ctx.work)
     cfg = load_config(REPO / "recipes" / "diabetic_retinopathy" / "multiscale.yaml")
     out = _classification("diabetic_retinopathy", ctx, rec, name="diabetic_retinopathy_multiscale",
                           config_name="multiscale.yaml", tta="dihedral")
@@ -292,7 +294,7 @@ def diabetic_retinopathy_multiscale(ctx: Ctx) -> dict:
 
 def adrenal_3d(ctx: Ctx) -> dict:
     """The lung_nodule_ct recipe's model on the published 3D benchmark (recipes/lung_nodule_ct/adrenal_3d.yaml)."""
-    rec = _convert_npz(_shared("adrenalmnist3d") / "adrenalmnist3d.npz", ctx.work / "records" / "adrenalmnist3d")
+    rec = _medmnist_records("adrenalmnist3d", ctx.work)
     return _classification("lung_nodule_ct", ctx, rec, name="adrenal_3d", config_name="adrenal_3d.yaml")
 
 
